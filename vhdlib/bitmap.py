@@ -59,15 +59,26 @@ def runs(bitmap: bytes | bytearray | memoryview, first: int, count: int, *,
     hi_byte = min(len(data), -(-end // 8))
     base = lo_byte * 8
     pos = first
+    pending: tuple[int, int, bool] | None = None
     if lo_byte < hi_byte:
         for start, length, value in _msb_runs(data[lo_byte:hi_byte]):
             s = max(base + start, first)
             e = min(base + start + length, end)
             if e > s:
-                yield s, e - s, value
+                if pending is not None:
+                    yield pending
+                pending = (s, e - s, value)
                 pos = e
     if pos < end:
-        yield pos, end - pos, False
+        # Bits past the bitmap's end are absent; extend a trailing absent run.
+        if pending is not None and not pending[2]:
+            pending = (pending[0], end - pending[0], False)
+        else:
+            if pending is not None:
+                yield pending
+            pending = (pos, end - pos, False)
+    if pending is not None:
+        yield pending
 
 
 def all_set(bitmap: bytes | bytearray | memoryview) -> bool:
