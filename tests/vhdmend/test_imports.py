@@ -1,0 +1,30 @@
+"""vhdlib and the disk commands must not pull in the service stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.vhdmend.helpers import REPO, cli_env
+
+SERVICE_MODULES = ("celery", "redis", "flask", "kombu", "marshmallow", "werkzeug")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = (f"{code}\nimport sys\n"
+             f"print(' '.join(m for m in {SERVICE_MODULES!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=cli_env(), cwd=REPO, check=True).stdout
+    return out.split()
+
+
+def test_import_vhdlib_pulls_no_service_modules() -> None:
+    assert _loaded_after("import vhdlib, vhdlib.chain, vhdlib.formats") == []
+
+
+def test_disk_commands_pull_no_service_modules() -> None:
+    code = ("from vhdmend import cli\n"
+            "import contextlib, io\n"
+            "with contextlib.redirect_stderr(io.StringIO()):\n"
+            "    cli.main(['info', '/nonexistent.vhd'])\n")
+    assert _loaded_after(code) == []

@@ -1,0 +1,103 @@
+"""``demo``: generate a bloated chain (dynamic base + 3 snapshots) and remediate it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import vhdlib
+from vhdlib.errors import UsageError
+from vhdmend.commands.common import add_json, common_parent
+from vhdmend.commands.operations import TYPES, run_with_progress
+from vhdmend.output import emit_json, note
+from vhdmend.sizes import human_size, size_arg
+
+NAMES = ("demo",)
+
+DEFAULT_SIZE = 512 << 20
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo", parents=[common_parent()], help="remediate a generated bloated chain",
+        description="Generate a bloated demo chain (a dynamic base.vhd and three Hyper-V "
+                    "snapshots base_<GUID>.avhd with overlapping writes and explicit zero "
+                    "blocks), remediate it with a progress bar, and print the sizes before "
+                    "and after.")
+    p.add_argument("--dir", help="folder for the chain (default: a new temporary folder); "
+                                 "must not already hold a demo")
+    p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE,
+                   help=f"virtual size of the demo disk (default {human_size(DEFAULT_SIZE)})")
+    p.add_argument("--type", choices=TYPES, default="fixed",
+                   help="type of the remediated disk (default fixed, as the manual cure)")
+    p.add_argument("--format", choices=("vhd", "vhdx"), default="vhd",
+                   help="format of the demo chain (default vhd)")
+    add_json(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _sizes(paths: list[Path]) -> dict[str, Any]:
+    files = []
+    for path in paths:
+        st = os.stat(path)
+        files.append({"path": str(path), "file_size": st.st_size,
+                      "allocated_bytes": st.st_blocks * 512})
+    return {"files": files,
+            "file_size": sum(f["file_size"] for f in files),
+            "allocated_bytes": sum(f["allocated_bytes"] for f in files)}
+
+
+def _print_sizes(title: str, sizes: dict[str, Any]) -> None:
+    print(f"{title}:")
+    for f in sizes["files"]:
+        print(f"  {Path(f['path']).name:<52} file {human_size(f['file_size']):>10}   "
+              f"allocated {human_size(f['allocated_bytes']):>10}")
+    print(f"  {'total':<52} file {human_size(sizes['file_size']):>10}   "
+          f"allocated {human_size(sizes['allocated_bytes']):>10}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vhdlib import demo, ops
+
+    if args.dir:
+        folder = Path(args.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            raise UsageError("not empty; give a new or empty folder for the demo",
+                             path=str(folder))
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="vhdmend-demo-"))
+    quiet = args.quiet or args.json
+    note(f"generating a bloated {args.format} chain in {folder} "
+         f"({human_size(args.size)} virtual)", quiet=quiet)
+    chain = demo.make_bloated_chain(folder, size=args.size, fmt=args.format)
+    newest = chain[-1]
+    with vhdlib.open(newest) as disk:
+        virtual_size = disk.virtual_size
+    before = _sizes(chain)
+    if not quiet:
+        _print_sizes("before (the chain)", before)
+
+    op = ops.prepare("remediate", str(newest), output=None, type=args.type, archive=None,
+                     delete=False)
+    run_with_progress(op, quiet=quiet)
+
+    result = chain[0]  # the result takes the base disk's name
+    with vhdlib.open(result) as disk:
+        after_info = disk.info()
+    after = _sizes([result])
+    saved = before["allocated_bytes"] - after["allocated_bytes"]
+    if args.json:
+        emit_json({"folder": str(folder), "virtual_size": virtual_size, "before": before,
+                   "after": after, "result": after_info, "saved_bytes": saved})
+        return 0
+    if not quiet:
+        _print_sizes(f"after (one {after_info.get('type')} disk)", after)
+        pct = 100 * saved / before["allocated_bytes"] if before["allocated_bytes"] else 0.0
+        print(f"virtual size {human_size(virtual_size)}; volume space freed "
+              f"{human_size(max(saved, 0))} ({pct:.0f}%); the old chain is archived in "
+              f"{folder}")
+    return 0

@@ -1,0 +1,140 @@
+"""Read-only commands: ``info``, ``map``, ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import vhdlib
+from vhdmend.commands.common import add_json, common_parent
+from vhdmend.output import emit_json, format_value, print_mapping
+from vhdmend.sizes import human_size
+
+NAMES = ("info", "map", "check")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parent = common_parent()
+    p = sub.add_parser("info", parents=[parent], help="describe a disk and its chain",
+                       description="Describe a VHD/VHDX disk and its whole differencing chain.")
+    p.add_argument("path", help="the disk (for a chain: the newest file)")
+    p.add_argument("--lenient", action="store_true",
+                   help="accept images whose checksums are wrong (with a warning)")
+    add_json(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("map", parents=[parent], help="which ranges hold data, and where",
+                       description="Map the virtual disk: data (which layer, which file "
+                                   "offset), explicit zeros, unallocated. Like qemu-img map.")
+    p.add_argument("path", help="the disk (for a chain: the newest file)")
+    p.add_argument("--lenient", action="store_true",
+                   help="accept images whose checksums are wrong (with a warning)")
+    add_json(p)
+    p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("check", parents=[parent], help="check a disk's structures",
+                       description="Check checksums, footer copies, BAT, parent link, orphan "
+                                   "tail and interrupted operations. Exit 0 clean, 1 problems.")
+    p.add_argument("path", help="the disk file")
+    p.add_argument("--repair", action="store_true",
+                   help="apply safe repairs only and say what was done")
+    add_json(p)
+    p.set_defaults(func=cmd_check)
+
+
+# --- info -----------------------------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with vhdlib.open(args.path, lenient=args.lenient) as disk:
+        info = disk.info()
+    if args.json:
+        emit_json(info)
+    else:
+        print_info(info)
+    return 0
+
+
+def print_info(info: dict[str, Any]) -> None:
+    """The top layer's description, then the chain newest first."""
+    print_mapping(info, skip=("chain", "warnings"))
+    chain = info.get("chain") or []
+    if len(chain) > 1 or (chain and chain[0].get("path") != info.get("path")):
+        print(f"chain ({len(chain)} files, newest first):")
+        for i, layer in enumerate(chain):
+            print(f"  [{i}] {layer.get('path')}  {layer.get('format')} {layer.get('type')}  "
+                  f"file {human_size(int(layer.get('file_size', 0)))}, "
+                  f"allocated {human_size(int(layer.get('allocated_bytes', 0)))}")
+    for layer in chain:
+        for w in layer.get("warnings") or []:
+            print(f"warning: {layer.get('path')}: {w}", file=sys.stderr)
+
+
+# --- map ------------------------------------------------------------------------------------
+
+def cmd_map(args: argparse.Namespace) -> int:
+    with vhdlib.open(args.path, lenient=args.lenient) as disk:
+        chain = disk.chain
+        extents: list[dict[str, Any]] = []
+        for ext in disk.extents():
+            d: dict[str, Any] = dict(ext.to_dict())
+            if ext.layer is not None:
+                d["file"] = chain[ext.layer]
+            extents.append(d)
+        virtual_size = disk.virtual_size
+    if args.json:
+        emit_json({"path": args.path, "virtual_size": virtual_size, "chain": chain,
+                   "extents": extents})
+        return 0
+    print(f"{'Offset':<18} {'Length':<18} {'Kind':<12} {'Layer':<6} {'File offset':<18} File")
+    for d in extents:
+        layer = d.get("layer")
+        fo = d.get("file_offset")
+        print(f"{d['start']:<#18x} {d['length']:<#18x} {d['kind']:<12} "
+              f"{'-' if layer is None else layer!s:<6} "
+              f"{'-' if fo is None else hex(int(fo)):<18} {d.get('file', '-')}")
+    return 0
+
+
+# --- check ----------------------------------------------------------------------------------
+
+def _as_dict(obj: object) -> dict[str, Any]:
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    if isinstance(obj, dict):
+        return obj
+    return {"message": str(obj)}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vhdlib import check as check_mod
+
+    report = check_mod.check(args.path, repair=args.repair)
+    problems = [_as_dict(p) for p in report.problems]
+    repairs = [str(r) for r in report.repairs]
+    # After --repair, only what is still wrong counts against the exit code.
+    remaining = getattr(report, "remaining", None)
+    left = problems if remaining is None else [_as_dict(p) for p in remaining]
+    status = 1 if left else 0
+    if args.json:
+        d = _as_dict(report) if hasattr(report, "to_dict") else {}
+        d.setdefault("path", args.path)
+        d["problems"] = problems
+        d["repairs"] = repairs
+        d["clean"] = not left
+        emit_json(d)
+        return status
+    for p in problems:
+        code = p.get("code", "problem")
+        fix = " (repairable with --repair)" if p.get("repairable") and not args.repair else ""
+        print(f"{args.path}: {code}: {p.get('message', '')}{fix}")
+    for r in repairs:
+        print(f"{args.path}: repaired: {r}")
+    if not problems:
+        print(f"{args.path}: clean")
+    elif not left:
+        print(f"{args.path}: every problem repaired")
+    else:
+        print(f"{args.path}: {format_value('n', len(left))} problem(s) left")
+    return status

@@ -1,0 +1,159 @@
+"""The writing operations: ``merge``, ``compact``, ``convert``, ``remediate``, ``resume``.
+
+Each builds a :mod:`vhdlib.ops` operation (plan first), prints the plan with ``--plan`` or
+runs it with a progress bar and SIGINT cancellation (exit 130, originals valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vhdmend.commands.common import add_plan, add_retire, common_parent
+from vhdmend.output import emit_json, note, print_mapping
+from vhdmend.progressbar import CancelOnSignal, ProgressReporter
+
+NAMES = ("merge", "compact", "convert", "remediate", "resume")
+
+TYPES = ("fixed", "dynamic")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parent = common_parent()
+
+    p = sub.add_parser(
+        "merge", parents=[parent], help="merge a differencing disk into an ancestor",
+        description="Merge-VHD semantics: CHILD's data goes into its parent (or, with --into, "
+                    "any ancestor, collapsing every level between in one pass), in place. "
+                    "Merged children are then retired (archived or deleted).")
+    p.add_argument("child", help="the differencing disk to merge (newest of what merges)")
+    p.add_argument("--into", metavar="ANCESTOR", help="ancestor to merge into (default: parent)")
+    p.add_argument("--force", action="store_true",
+                   help="merge even when other differencing disks depend on a disk that changes")
+    add_retire(p)
+    add_plan(p)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "compact", parents=[parent], help="drop empty blocks and shrink the file in place",
+        description="Dynamic: every all-zero block goes and the file shrinks. Differencing: "
+                    "only blocks with no present sector go (present zeros hide parent data).")
+    p.add_argument("path", help="a dynamic or differencing disk")
+    add_plan(p)
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "convert", parents=[parent], help="write a disk or chain as one new disk",
+        description="Write SRC (a disk or a whole chain) as a new fixed or dynamic disk, or "
+                    "raw. A fixed output is fully allocated but only data ranges are written.")
+    p.add_argument("src", help="source disk (for a chain: the newest file)")
+    p.add_argument("dst", help="the new file (must not exist)")
+    p.add_argument("--type", choices=TYPES, default="fixed", help="output type (default fixed)")
+    p.add_argument("--format", choices=("vhd", "vhdx", "raw"),
+                   help="output format (default: from DST's suffix, else vhd)")
+    p.add_argument("--sparse", action="store_true",
+                   help="fixed output: do not allocate the data area")
+    add_plan(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "remediate", parents=[parent], help="the whole cure: chain -> one new disk",
+        description="The chain ending at NEWEST becomes one new disk, written once, zeros "
+                    "skipped, space allocated, verified; then it takes the base's name and "
+                    "the old chain moves to an archive folder beside it (or, with --output, "
+                    "the result goes there and the chain stays as it was).")
+    p.add_argument("newest", help="the newest file of the chain (the running checkpoint)")
+    p.add_argument("--output", metavar="PATH", help="write the result here; leave the chain")
+    p.add_argument("--type", choices=TYPES, default="fixed", help="result type (default fixed)")
+    add_retire(p)
+    add_plan(p)
+    p.set_defaults(func=cmd_remediate)
+
+    p = sub.add_parser(
+        "resume", parents=[parent], help="continue an interrupted operation",
+        description="Continue the operation recorded in JOURNAL (<target>.vhdmend.json) after "
+                    "a crash or kill; the result is bit-identical to an uninterrupted run. "
+                    "Inputs that changed since are refused.")
+    p.add_argument("journal", help="the operation's journal, <target>.vhdmend.json")
+    add_plan(p)
+    p.set_defaults(func=cmd_resume)
+
+
+def output_format(path: str, explicit: str | None) -> str:
+    """The output format from ``--format`` or the file name (vhdx, raw/img, else vhd)."""
+    if explicit:
+        return explicit
+    low = path.lower()
+    if low.endswith((".vhdx", ".avhdx")):
+        return "vhdx"
+    if low.endswith((".raw", ".img", ".bin")):
+        return "raw"
+    return "vhd"
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from vhdlib import ops
+    op = ops.prepare("merge", args.child, into=args.into, force=args.force,
+                     archive=args.archive, delete=args.delete)
+    return execute(args, op)
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from vhdlib import ops
+    op = ops.prepare("compact", args.path)
+    return execute(args, op)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from vhdlib import ops
+    op = ops.prepare("convert", args.src, output=args.dst, type=args.type,
+                     format=output_format(args.dst, args.format), sparse=args.sparse)
+    return execute(args, op)
+
+
+def cmd_remediate(args: argparse.Namespace) -> int:
+    from vhdlib import ops
+    op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
+                     archive=args.archive, delete=args.delete)
+    return execute(args, op)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from vhdlib import ops
+    op = ops.resume(args.journal)
+    return execute(args, op)
+
+
+def _as_data(obj: object) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    return to_dict() if callable(to_dict) else obj
+
+
+def execute(args: argparse.Namespace, op: Any) -> int:
+    """Print the plan (``--plan``) or run ``op`` with progress and cancellation."""
+    name = getattr(op, "name", None) or args.command
+    if args.plan:
+        plan = op.plan.to_dict()
+        if args.json:
+            emit_json(plan)
+        else:
+            print_mapping(plan)
+        return 0
+    result = run_with_progress(op, quiet=args.quiet or args.json)
+    data = _as_data(result)
+    if args.json:
+        emit_json({"operation": name, "status": "done", "result": data})
+    elif isinstance(data, dict) and data and not args.quiet:
+        print_mapping(data)
+    note(f"{name}: done", quiet=args.quiet or args.json)
+    return 0
+
+
+def run_with_progress(op: Any, *, quiet: bool) -> object:
+    """``op.run`` with a progress reporter on stderr and SIGINT/SIGTERM -> cancel."""
+    reporter = ProgressReporter(quiet=quiet)
+    with CancelOnSignal(quiet=quiet) as cancel:
+        try:
+            return op.run(progress=reporter, cancel=cancel)
+        finally:
+            reporter.close()

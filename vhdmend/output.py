@@ -1,0 +1,97 @@
+"""Printing results: JSON on stdout for machines, aligned text for people, one-line errors."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from typing import Any, TextIO
+
+from vhdmend.sizes import human_size
+
+PROG = "vhdmend"
+
+
+def _default(obj: object) -> object:
+    """JSON fallback for the objects vhdlib hands back (enums, paths, to_dict() objects)."""
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def to_json(obj: object) -> str:
+    """Stable, indented JSON text of ``obj``."""
+    return json.dumps(obj, indent=2, default=_default, sort_keys=False)
+
+
+def emit_json(obj: object, stream: TextIO | None = None) -> None:
+    """Print ``obj`` as JSON on stdout (or ``stream``)."""
+    print(to_json(obj), file=stream or sys.stdout)
+
+
+def error_line(message: str) -> None:
+    """The one-line error every failure ends with (stderr)."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def note(message: str, *, quiet: bool = False) -> None:
+    """An informational line for people (stderr, so stdout stays clean for data)."""
+    if not quiet:
+        print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _is_size_key(key: str) -> bool:
+    return key.endswith(("_size", "_bytes")) or key in ("size", "bytes", "needed",
+                                                         "available", "free")
+
+
+def format_value(key: str, value: object) -> str:
+    """A scalar for people: sizes get a binary unit beside the exact byte count."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, int) and _is_size_key(key) and value >= 1024:
+        return f"{human_size(value)} ({value} bytes)"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+def print_mapping(data: Mapping[str, Any], *, indent: int = 0,
+                  skip: Sequence[str] = (), stream: TextIO | None = None) -> None:
+    """Print a (nested) mapping as ``key: value`` lines, aligned; lists of dicts indented."""
+    out = stream or sys.stdout
+    pad = " " * indent
+    keys = [k for k in data if k not in skip]
+    scalars = [k for k in keys if not isinstance(data[k], Mapping | list | tuple)]
+    width = max((len(k) for k in scalars), default=0)
+    for key in keys:
+        value = data[key]
+        label = key.replace("_", " ")
+        if isinstance(value, Mapping):
+            if not value:
+                continue
+            print(f"{pad}{label}:", file=out)
+            print_mapping(value, indent=indent + 2, stream=out)
+        elif isinstance(value, list | tuple):
+            if not value:
+                continue
+            print(f"{pad}{label}:", file=out)
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    print(f"{pad}  [{i}]", file=out)
+                    print_mapping(item, indent=indent + 4, stream=out)
+                else:
+                    print(f"{pad}  - {format_value(key, item)}", file=out)
+        else:
+            print(f"{pad}{label + ':':<{width + 2}}{format_value(key, value)}", file=out)
