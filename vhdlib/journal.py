@@ -1,0 +1,88 @@
+"""The checkpoint of a running operation: ``<target>.vhdmend.json`` beside its target.
+
+Written atomically (temp file, fsync, rename, fsync of the folder) so that after a
+``kill -9`` at any instant it holds either the previous or the next checkpoint, never a
+mix. The journal is the single source of truth for resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from vhdlib.errors import ImageError, OperationInProgressError
+
+SUFFIX = ".vhdmend.json"
+VERSION = 1
+
+
+def journal_path_for(target: str) -> str:
+    """The journal's path for an operation whose target is ``target``."""
+    return os.path.abspath(target) + SUFFIX
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename or create in ``folder`` durable."""
+    fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(folder)
+
+
+def save(path: str, state: dict[str, Any]) -> None:
+    """Write the checkpoint ``state`` (a JSON-ready dict) durably."""
+    state = dict(state)
+    state["journal_version"] = VERSION
+    write_atomic(path, json.dumps(state, sort_keys=True, separators=(",", ":")).encode())
+
+
+def load(path: str) -> dict[str, Any]:
+    """Read a checkpoint; a damaged journal is an :class:`ImageError` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            state = json.loads(f.read())
+    except FileNotFoundError as e:
+        raise ImageError("no such journal", path=path) from e
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ImageError(f"unreadable journal: {e}", path=path) from e
+    if not isinstance(state, dict) or state.get("journal_version") != VERSION:
+        raise ImageError("not a vhdmend journal (or an unsupported version)", path=path)
+    return state
+
+
+def refuse_if_present(target: str) -> None:
+    """Refuse to start when an unfinished operation's journal exists for ``target``."""
+    jp = journal_path_for(target)
+    if os.path.exists(jp):
+        raise OperationInProgressError(
+            f"an unfinished operation's journal exists ({jp}); run 'vhdmend resume {jp}' "
+            "or 'vhdmend check --repair' first", path=target)
+
+
+def remove(path: str) -> None:
+    """Delete a finished operation's journal (durably)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,65 @@
+"""Operations as chunked, resumable plans with an explicit, serializable checkpoint.
+
+    op = ops.prepare("remediate", "disk_3.avhd", type="fixed")
+    print(op.plan.to_dict())          # the dry run: steps, bytes, space per volume
+    op.run(progress=print)            # chunk by chunk, journal after each
+    ops.resume("base.vhd.vhdmend.json").run()   # after a kill -9: bit-identical
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vhdlib import journal
+from vhdlib.errors import ImageError, UsageError
+from vhdlib.ops.compact import CompactOperation
+from vhdlib.ops.convert import ConvertOperation
+from vhdlib.ops.merge import MergeOperation
+from vhdlib.ops.operation import Operation
+from vhdlib.ops.remediate import RemediateOperation
+from vhdlib.plan import Plan, Step
+
+OPERATIONS: dict[str, type[Operation]] = {
+    "merge": MergeOperation,
+    "compact": CompactOperation,
+    "convert": ConvertOperation,
+    "remediate": RemediateOperation,
+}
+
+
+def prepare(kind: str, path: str, *args: Any, **options: Any) -> Operation:
+    """Plan operation ``kind`` on ``path`` without writing anything.
+
+    Options per kind: merge(into, force, archive, delete), compact(), convert(output,
+    type, format, block_size, sparse), remediate(output, type, format, archive, delete).
+    """
+    cls = OPERATIONS.get(kind)
+    if cls is None:
+        raise UsageError(f"unknown operation {kind!r}; one of {sorted(OPERATIONS)}")
+    op: Operation = cls.prepare(path, *args, **options)  # type: ignore[attr-defined]
+    op.state["plan"] = op.plan.to_dict()
+    return op
+
+
+def resume(journal_path: str, *, fence: int | None = None) -> Operation:
+    """Rebuild the operation a journal describes; ``run()`` continues it.
+
+    Inputs are checked against their recorded identity when the run continues
+    (:class:`~vhdlib.errors.ChangedInputError` names what changed).
+    """
+    state = journal.load(journal_path)
+    cls = OPERATIONS.get(str(state.get("operation")))
+    if cls is None or "plan" not in state:
+        raise ImageError(f"journal names an unknown operation {state.get('operation')!r}",
+                         path=journal_path)
+    plan_d = state["plan"]
+    plan = Plan(plan_d["operation"], plan_d["target"], plan_d["inputs"], plan_d["outputs"],
+                [Step(s["name"], s["description"], s["read_bytes"], s["write_bytes"],
+                      s["irreversible"]) for s in plan_d["steps"]],
+                plan_d["space"], plan_d["details"])
+    op = cls(state, plan)
+    op.resume_fence = fence
+    return op
+
+
+__all__ = ["OPERATIONS", "Operation", "prepare", "resume"]

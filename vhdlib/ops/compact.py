@@ -1,0 +1,174 @@
+"""compact: drop blocks that hold nothing, move tail blocks into the holes, shrink.
+
+Dynamic disks lose every all-zero block; differencing disks lose only blocks with no
+present sector (present zeros must stay: they hide parent data). Phases, each step
+idempotent so a resumed run ends bit-identical:
+
+* ``drop``: cursor = block index; droppable blocks are marked unallocated.
+* ``move``: the move list is computed once (from the file after ``drop``) and stored in
+  the journal; cursor = index into it. A move copies the slot into a hole *below* it,
+  makes it durable, then repoints the BAT; the source is never a later destination.
+* ``truncate``: the file ends after the last slot (VHD: then its footer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, ClassVar
+
+from vhdlib.errors import UsageError
+from vhdlib.formats import open_layer
+from vhdlib.layer import BlockStore, DiskType, Layer
+from vhdlib.ops.operation import Operation, step
+from vhdlib.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
+    """Moves ``[block, from, to]`` packing slots downwards, and the file's new data end.
+
+    Greedy and deterministic: the highest slot goes to the lowest hole below it that fits.
+    """
+    slot, align = store.slot_size, max(1, store.slot_alignment)
+    slots = sorted((off, i) for i in range(store.block_count)
+                   if (off := store.slot_offset(i)) is not None)
+    used = sorted([tuple(r) for r in store.reserved_ranges()]
+                  + [(off, off + slot) for off, _ in slots])
+    start = store.data_area_start()
+    # Free gaps between used ranges, above the data area start.
+    gaps: list[list[int]] = []
+    cursor = start
+    for lo, hi in used:
+        if lo > cursor:
+            gaps.append([cursor, lo])
+        cursor = max(cursor, hi)
+    moves: list[list[int]] = []
+    for off, index in reversed(slots):
+        placed = False
+        for gap in gaps:
+            dest = -(-gap[0] // align) * align
+            if dest >= off:
+                break
+            if dest + slot <= gap[1]:
+                moves.append([index, off, dest])
+                gap[0] = dest + slot
+                placed = True
+                break
+        if not placed:
+            break
+    moved_from = {m[0] for m in moves}
+    ends = [hi for lo, hi in store.reserved_ranges()]
+    ends += [off + slot for off, i in slots if i not in moved_from]
+    ends += [m[2] + slot for m in moves]
+    return moves, max(ends) if ends else start
+
+
+class CompactOperation(Operation):
+    """``compact PATH``: in place, resumable."""
+
+    kind: ClassVar[str] = "compact"
+    phases = ("drop", "move", "truncate")
+
+    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+        super().__init__(state, plan)
+        self.layer: Layer | None = None
+        self.store: BlockStore | None = None
+
+    @classmethod
+    def prepare(cls, path: str, *, lenient: bool = False, **unknown: Any) -> CompactOperation:
+        if unknown:
+            raise UsageError(f"compact: unknown option(s) {sorted(unknown)}")
+        with open_layer(path, lenient=lenient) as layer:
+            store = layer.block_store()
+            if store is None or layer.disk_type is DiskType.FIXED:
+                raise UsageError("a fixed disk cannot be compacted (convert it to dynamic)",
+                                 path=path)
+            state = cls.new_state(cls.kind, path, {"path": os.path.abspath(path),
+                                                   "lenient": lenient})
+            state["format"] = layer.format
+            allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
+            plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
+                        [os.path.abspath(path)])
+            scan = len(allocated) * store.block_size
+            plan.steps += [
+                step("drop", f"scan {len(allocated)} allocated blocks, drop the empty ones",
+                     read=scan),
+                step("move", "move tail blocks into the holes (size known after the scan)"),
+                step("truncate", "shrink the file"),
+            ]
+            plan.details.update({"allocated_blocks": len(allocated),
+                                 "file_size": layer.file_size,
+                                 "block_size": store.block_size})
+            op = cls(state, plan)
+            op.budget.add(path, 4096, "journal")
+            plan.space = op.budget.to_list()
+        return op
+
+    def open_files(self) -> None:
+        if self.layer is None:
+            self.layer = open_layer(self.state["options"]["path"], writable=True,
+                                    fmt=self.state["format"])
+            self.store = self.layer.block_store()
+
+    def flush_files(self) -> None:
+        if self.layer is not None:
+            self.layer.flush()
+
+    def close_files(self) -> None:
+        if self.layer is not None:
+            self.layer.close()
+            self.layer = None
+            self.store = None
+
+    def chunk(self, budget: int, deadline: float) -> None:
+        assert self.store is not None
+        store = self.store
+        phase = self.state["phase"]
+        if phase == "drop":
+            i = int(self.state["cursor"])
+            spent = 0
+            while i < store.block_count and spent < budget and time.monotonic() < deadline:
+                if store.slot_offset(i) is not None:
+                    if store.droppable(i):
+                        store.drop(i)
+                        self.state["dropped"] = int(self.state.get("dropped", 0)) + 1
+                    spent += store.block_size
+                    self.add_done(store.block_size)
+                i += 1
+            self.state["cursor"] = i
+            if i >= store.block_count:
+                self.flush_files()
+                moves, end = plan_moves(store)
+                self.state["moves"] = moves
+                self.state["new_end"] = end
+                self.next_phase()
+        elif phase == "move":
+            moves = self.state["moves"]
+            k = int(self.state["cursor"])
+            spent = 0
+            while k < len(moves) and spent < budget and time.monotonic() < deadline:
+                index, _src, dest = moves[k]
+                store.move(index, dest)
+                spent += store.slot_size
+                k += 1
+            self.state["cursor"] = k
+            if k >= len(moves):
+                self.next_phase()
+        else:
+            store.truncate_after(int(self.state["new_end"]))
+            assert self.layer is not None
+            finalize = getattr(self.layer, "finalize", None)
+            if finalize is not None:
+                finalize(self.state["id"].encode())
+            self.next_phase()
+
+    def result(self) -> dict[str, Any]:
+        path = self.state["options"]["path"]
+        st = os.stat(path)
+        return {"output": path, "file_size": st.st_size, "allocated_bytes": st.st_blocks * 512,
+                "dropped_blocks": int(self.state.get("dropped", 0)),
+                "moved_blocks": len(self.state.get("moves", [])),
+                "file_size_before": self.plan.details.get("file_size")}

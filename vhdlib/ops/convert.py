@@ -1,0 +1,291 @@
+"""convert: any disk or chain -> a new VHD / VHDX / raw disk, fixed or dynamic, one pass.
+
+Phases: ``create`` the output under a temporary name beside the destination, ``copy`` the
+chain's data window by window (zeros skipped; a fixed output is reserved with fallocate
+first), ``verify`` the written data against the digests taken while writing, ``finalize``
+the output's metadata, ``publish`` it under its name. The sources are only read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from typing import Any, ClassVar
+
+from vhdlib import journal
+from vhdlib.chain import Disk, check_sizes
+from vhdlib.chain import open as open_disk
+from vhdlib.errors import ImageError, InternalError, UsageError
+from vhdlib.formats import open_layer
+from vhdlib.layer import Layer
+from vhdlib.ops import output, windows
+from vhdlib.ops.operation import Operation, step
+from vhdlib.plan import Plan
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ".vhdmend-partial"
+
+
+class CopyOperation(Operation):
+    """Shared engine of convert and remediate: a chain copied once into a new disk."""
+
+    kind: ClassVar[str] = "copy"
+
+    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+        super().__init__(state, plan)
+        self.source: Disk | None = None
+        self.out: Layer | None = None
+        self._buf = bytearray(windows.UNIT)
+
+    # --- preparation ------------------------------------------------------------------
+
+    @classmethod
+    def _prepare_copy(cls, source: str, target: str, dest: str, spec_opts: dict[str, Any],
+                      options: dict[str, Any]) -> tuple[dict[str, Any], Disk, output.OutputSpec]:
+        lenient = bool(options.get("lenient"))
+        disk = open_disk(source, lenient=lenient)
+        try:
+            check_sizes(disk)
+            fmt = spec_opts.get("format") or disk.top.format
+            spec = output.OutputSpec(
+                fmt=fmt, type=spec_opts.get("type") or "fixed",
+                virtual_size=disk.virtual_size,
+                block_size=int(spec_opts.get("block_size") or output.DEFAULT_BLOCK[fmt]),
+                logical_sector_size=disk.logical_sector_size,
+                uuid=str(uuid.uuid4()), timestamp=int(time.time()),
+                sparse=bool(spec_opts.get("sparse")))
+            spec.validate()
+            state = cls.new_state(cls.kind, target, options)
+            state["inputs"] = [layer.identity().to_dict() for layer in disk.layers]
+            state["chain"] = [os.path.abspath(p) for p in disk.chain]
+            state["output_spec"] = spec.to_dict()
+            state["destination"] = os.path.abspath(dest)
+            state["partial"] = os.path.abspath(dest) + PARTIAL
+            state["digests"] = {}
+            return state, disk, spec
+        except BaseException:
+            disk.close()
+            raise
+
+    def _copy_plan_steps(self, disk: Disk, spec: output.OutputSpec) -> int:
+        """Add create/copy/verify steps and the space need; returns data bytes."""
+        ranges = [(e.offset, e.length) for e in disk.extents()
+                  if e.kind.value == "data"]
+        data = sum(n for _, n in ranges)
+        blocks = output.blocks_touched(ranges, spec.block_size)
+        need = output.needed_bytes(spec, blocks, data)
+        dest = self.state["destination"]
+        self.budget.add(dest, need, f"new {spec.fmt} {spec.type} disk")
+        self.budget.add(dest, 0 if os.path.exists(self.journal_path) else 4096, "journal")
+        self.plan.steps += [
+            step("create", f"create {spec.type} {spec.fmt} {self.state['partial']}",
+                 write=need if spec.type == "fixed" and not spec.sparse else 0),
+            step("copy", f"copy {data} data bytes of {len(disk.layers)} layer(s) once, "
+                 "zeros skipped", read=data, write=data),
+            step("verify", "re-read the written data and compare digests", read=data),
+            step("finalize", "finalize the output's metadata"),
+        ]
+        self.plan.details.update({"data_bytes": data, "data_blocks": blocks,
+                                  "virtual_size": disk.virtual_size,
+                                  "output": spec.to_dict(), "output_bytes": need})
+        return data
+
+    # --- files --------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> output.OutputSpec:
+        return output.OutputSpec.from_dict(self.state["output_spec"])
+
+    def open_files(self) -> None:
+        phase = self.state["phase"]
+        if phase in ("create", "copy", "verify"):
+            if not self._inputs_verified:
+                self.verify_inputs()
+                self._inputs_verified = True
+            if self.source is None:
+                self.source = open_disk(self.state["chain"][0],
+                                        lenient=bool(self.state["options"].get("lenient")))
+        if phase == "copy" and self.out is None:
+            self.out = open_layer(self.state["partial"], writable=True,
+                                  fmt=self.spec.fmt)
+            # A kill may have left a block allocated past the last checkpoint: trim it
+            # so new blocks land where an uninterrupted run puts them.
+            for what in self.out.repair():
+                log.info("%s %s: resume repair: %s", self.kind, self.state["id"], what)
+
+    _inputs_verified = False
+
+    def flush_files(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+    def close_files(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    # --- phases -------------------------------------------------------------------------
+
+    def chunk(self, budget: int, deadline: float) -> None:
+        phase = self.state["phase"]
+        if phase == "create":
+            self._create()
+        elif phase == "copy":
+            self._copy(budget, deadline)
+        elif phase == "verify":
+            self._verify(budget, deadline)
+        elif phase == "finalize":
+            self._finalize()
+        else:
+            self.later_phase(phase, budget, deadline)
+
+    def later_phase(self, phase: str, budget: int, deadline: float) -> None:
+        raise InternalError(f"{self.kind}: unknown phase {phase!r}")
+
+    def _create(self) -> None:
+        partial = self.state["partial"]
+        if os.path.exists(partial):
+            # Killed while creating: creation is deterministic, start it again.
+            os.unlink(partial)
+        layer = output.create(partial, self.spec)
+        layer.flush()
+        layer.close()
+        journal.fsync_dir(os.path.dirname(partial))
+        self.next_phase()
+        self.open_files()
+
+    def _copy(self, budget: int, deadline: float) -> None:
+        assert self.source is not None and self.out is not None
+        out = self.out
+        total = windows.window_count(self.source.virtual_size)
+        index = int(self.state["cursor"])
+        spent = 0
+        while index < total and spent < budget and time.monotonic() < deadline:
+            crc, read, _ = windows.process_window(self.source, index, out.write, self._buf)
+            if read:
+                self.state["digests"][str(index)] = crc
+            spent += read
+            self.add_done(read)
+            index += 1
+        self.state["cursor"] = index
+        if index >= total:
+            self.next_phase()
+            self.close_output()
+
+    def close_output(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+            self.out.close()
+            self.out = None
+
+    def _verify(self, budget: int, deadline: float) -> None:
+        assert self.source is not None
+        total = windows.window_count(self.source.virtual_size)
+        index = int(self.state["cursor"])
+        spent = 0
+        with open_disk(self.state["partial"], resolve_parents=False) as written:
+            while index < total and spent < budget and time.monotonic() < deadline:
+                want = self.state["digests"].get(str(index))
+                if want is not None:
+                    crc, read, _ = windows.process_window(self.source, index, None,
+                                                          self._buf, read_from=written)
+                    if crc != want:
+                        raise ImageError(
+                            f"verification failed: window {index} of the output reads "
+                            f"differently from the source (digest {crc:08x} != {want:08x})",
+                            path=self.state["partial"])
+                    spent += read
+                    self.add_done(read)
+                index += 1
+        self.state["cursor"] = index
+        if index >= total:
+            self.next_phase()
+            if self.source is not None:
+                self.source.close()
+                self.source = None
+
+    def _finalize(self) -> None:
+        with open_layer(self.state["partial"], writable=True, fmt=self.spec.fmt) as layer:
+            finalize = getattr(layer, "finalize", None)
+            if finalize is not None:
+                finalize(uuid.UUID(self.spec.uuid).bytes)
+            layer.flush()
+        self.next_phase()
+
+    def publish(self, dest: str) -> None:
+        """Rename the finished partial output to ``dest`` (atomic, durable)."""
+        partial = self.state["partial"]
+        if os.path.exists(partial):
+            os.replace(partial, dest)
+        elif not os.path.exists(dest):
+            raise InternalError("neither the partial output nor the result exists",
+                                path=dest)
+        journal.fsync_dir(os.path.dirname(dest))
+
+    def cancel(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.state["partial"])
+        super().cancel()
+
+
+class ConvertOperation(CopyOperation):
+    """``convert SRC DST --type fixed|dynamic [--format vhd|vhdx|raw]``."""
+
+    kind = "convert"
+    phases = ("create", "copy", "verify", "finalize", "publish")
+
+    @classmethod
+    def prepare(cls, source: str, output_path: str | None = None, *, type: str = "fixed",
+                format: str | None = None, block_size: int | None = None,
+                sparse: bool = False, lenient: bool = False,
+                **unknown: Any) -> ConvertOperation:
+        if unknown:
+            raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
+        if not output_path:
+            raise UsageError("convert needs a destination path")
+        dest = os.path.abspath(output_path)
+        if os.path.exists(dest):
+            raise UsageError("destination exists; refusing to overwrite it", path=dest)
+        if not os.path.isdir(os.path.dirname(dest)):
+            raise UsageError("destination folder does not exist", path=dest)
+        fmt = format or _format_from_suffix(dest)
+        options = {"source": os.path.abspath(source), "output": dest, "type": type,
+                   "format": fmt, "block_size": block_size, "sparse": sparse,
+                   "lenient": lenient}
+        state, disk, spec = cls._prepare_copy(source, dest, dest, options, options)
+        with disk:
+            plan = Plan(cls.kind, dest, list(state["chain"]), [dest])
+            op = cls(state, plan)
+            op._copy_plan_steps(disk, spec)
+            op.plan.steps.append(step("publish", f"rename the result to {dest}"))
+            op.plan.space = op.budget.to_list()
+        return op
+
+    def later_phase(self, phase: str, budget: int, deadline: float) -> None:
+        if phase == "publish":
+            self.publish(self.state["destination"])
+            self.next_phase()
+            return
+        super().later_phase(phase, budget, deadline)
+
+    def result(self) -> dict[str, Any]:
+        dest = self.state["destination"]
+        return {"output": dest, "file_size": os.path.getsize(dest)}
+
+
+def _format_from_suffix(path: str) -> str | None:
+    low = path.lower()
+    if low.endswith((".vhdx", ".avhdx")):
+        return "vhdx"
+    if low.endswith((".vhd", ".avhd")):
+        return "vhd"
+    if low.endswith((".raw", ".img", ".bin")):
+        return "raw"
+    return None

@@ -1,0 +1,284 @@
+"""The resumable-operation engine shared by merge, compact, convert and remediate.
+
+An operation is a sequence of *phases*; each phase advances a *cursor* in bounded
+*chunks*. After every chunk the outputs are fsync'd and the checkpoint (the journal,
+``<target>.vhdmend.json``) is replaced atomically, so a ``kill -9`` at any instant
+resumes from the last checkpoint. Every chunk is idempotent and deterministic given the
+journal, which is why a resumed run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from vhdlib import journal
+from vhdlib.errors import (
+    Cancelled,
+    ChangedInputError,
+    FenceError,
+    InsufficientSpaceError,
+    UsageError,
+    VhdlibError,
+)
+from vhdlib.formats import open_layer
+from vhdlib.layer import FileIdentity, Layer
+from vhdlib.plan import Plan, Step
+from vhdlib.progress import (
+    CancelCheck,
+    CheckpointCallback,
+    IrreversibleHook,
+    Progress,
+    ProgressCallback,
+)
+from vhdlib.space import SpaceBudget
+
+log = logging.getLogger(__name__)
+
+#: Bytes of I/O between checkpoints; with ``CHUNK_SECONDS`` bounds a chunk to seconds.
+CHUNK_BYTES = 256 << 20
+CHUNK_SECONDS = 3.0
+DONE = "done"
+
+
+def identity_of(path: str, lenient: bool = False) -> FileIdentity:
+    """Identity of an image file (opened read-only just for this)."""
+    with open_layer(path, lenient=lenient) as layer:
+        return layer.identity()
+
+
+def verify_identity(expected: dict[str, Any], *, lenient: bool = False) -> None:
+    """Refuse with :class:`ChangedInputError` naming what changed since the journal."""
+    want = FileIdentity.from_dict(expected)
+    if not os.path.exists(want.path):
+        raise ChangedInputError("input disappeared since the operation started",
+                                path=want.path)
+    got = identity_of(want.path, lenient)
+    changed = [name for name in ("size", "mtime_ns", "uuid", "checksum")
+               if getattr(got, name) != getattr(want, name)]
+    if changed:
+        detail = ", ".join(f"{n} {getattr(want, n)} -> {getattr(got, n)}" for n in changed)
+        raise ChangedInputError(f"input changed since the operation started: {detail}",
+                                path=want.path)
+
+
+class Operation(ABC):
+    """Base of every resumable operation. Subclasses define phases and chunk work."""
+
+    kind: ClassVar[str]
+    #: Phases in order; the last one before ``done`` should be quick and idempotent.
+    phases: ClassVar[tuple[str, ...]]
+
+    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+        self.state = state
+        self.plan = plan
+        self.budget = SpaceBudget()
+        self._progress_cb: ProgressCallback | None = None
+        self._before_irreversible: IrreversibleHook | None = None
+        self._fence: int | None = state.get("fence")
+        #: Fence given to :func:`vhdlib.ops.resume`, used when ``run`` gets none.
+        self.resume_fence: int | None = None
+
+    # --- construction ---------------------------------------------------------------
+
+    @staticmethod
+    def new_state(kind: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
+        """A fresh checkpoint: nothing done yet."""
+        return {
+            "operation": kind,
+            "id": str(uuid.uuid4()),
+            "target": os.path.abspath(target),
+            "journal": journal.journal_path_for(target),
+            "options": options,
+            "created": int(time.time()),
+            "phase": None,
+            "cursor": 0,
+            "done": {},
+            "fence": None,
+            "inputs": [],
+        }
+
+    @property
+    def journal_path(self) -> str:
+        return str(self.state["journal"])
+
+    @property
+    def started(self) -> bool:
+        return self.state.get("phase") is not None
+
+    # --- the run loop -----------------------------------------------------------------
+
+    def run(self, *, progress: ProgressCallback | None = None,
+            cancel: CancelCheck | None = None, pause: CancelCheck | None = None,
+            on_checkpoint: CheckpointCallback | None = None,
+            before_irreversible: IrreversibleHook | None = None,
+            fence: int | None = None, chunk_bytes: int = CHUNK_BYTES,
+            chunk_seconds: float = CHUNK_SECONDS) -> dict[str, Any]:
+        """Run (or continue) to the end, a chunk at a time.
+
+        Returns ``{"status": "done", ...result}`` or ``{"status": "paused"}`` when
+        ``pause()`` returned true (the journal stays, ``resume`` continues). ``cancel()``
+        returning true undoes what can be undone and raises :class:`Cancelled`; originals
+        are valid either way.
+        """
+        self._progress_cb = progress
+        self._before_irreversible = before_irreversible
+        fence = fence if fence is not None else self.resume_fence
+        if fence is not None:
+            self._take_fence(fence)
+        if not self.started:
+            self._start()
+        try:
+            self.open_files()
+            while self.state["phase"] != DONE:
+                deadline = time.monotonic() + chunk_seconds
+                self.chunk(chunk_bytes, deadline)
+                self.checkpoint(on_checkpoint)
+                if self.state["phase"] == DONE:
+                    break
+                if cancel is not None and cancel():
+                    self.close_files()
+                    self.cancel()
+                    raise Cancelled(f"{self.kind} cancelled; originals are valid",
+                                    path=self.state["target"])
+                if pause is not None and pause():
+                    return {"status": "paused", "journal": self.journal_path}
+            result = self.result()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientSpaceError(
+                    f"volume full while writing ({e.strerror}); the journal is kept: free "
+                    f"space and run 'vhdmend resume {self.journal_path}'",
+                    path=e.filename or self.state["target"]) from e
+            raise
+        finally:
+            self.close_files()
+        journal.remove(self.journal_path)
+        self.report()
+        return {"status": "done", **result}
+
+    def _start(self) -> None:
+        journal.refuse_if_present(self.state["target"])
+        self.budget.check()
+        self.state["phase"] = self.phases[0]
+        self.state["cursor"] = 0
+        self.state["started"] = int(time.time())
+        journal.save(self.journal_path, self.state)
+        log.info("%s %s: started, journal %s", self.kind, self.state["id"], self.journal_path)
+
+    def checkpoint(self, on_checkpoint: CheckpointCallback | None = None) -> None:
+        """Make outputs durable, then the journal; then tell the caller."""
+        self.flush_files()
+        journal.save(self.journal_path, self.state)
+        if on_checkpoint is not None:
+            on_checkpoint(dict(self.state))
+        self.report()
+
+    def advance(self, phase: str) -> None:
+        """Move to the next phase (the cursor restarts at 0)."""
+        log.debug("%s %s: phase %s -> %s", self.kind, self.state["id"], self.state["phase"],
+                  phase)
+        self.state["phase"] = phase
+        self.state["cursor"] = 0
+
+    def next_phase(self) -> None:
+        i = self.phases.index(self.state["phase"])
+        self.advance(self.phases[i + 1] if i + 1 < len(self.phases) else DONE)
+
+    # --- fencing ----------------------------------------------------------------------
+
+    def _take_fence(self, fence: int) -> None:
+        on_disk = self._journal_fence()
+        if on_disk is not None and on_disk > fence:
+            raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
+                             path=self.journal_path)
+        self._fence = fence
+        self.state["fence"] = fence
+        if self.started:
+            journal.save(self.journal_path, self.state)
+
+    def _journal_fence(self) -> int | None:
+        if not os.path.exists(self.journal_path):
+            return None
+        try:
+            value = journal.load(self.journal_path).get("fence")
+        except VhdlibError:
+            return None
+        return int(value) if value is not None else None
+
+    def irreversible(self, step: str) -> None:
+        """Call before every irreversible step: the caller's hook, then the on-disk fence."""
+        if self._before_irreversible is not None:
+            self._before_irreversible(step)
+        if self._fence is not None:
+            on_disk = self._journal_fence()
+            if on_disk is not None and on_disk != self._fence:
+                raise FenceError(f"before {step}: fence {self._fence} lost to {on_disk}",
+                                 path=self.journal_path)
+
+    # --- progress ---------------------------------------------------------------------
+
+    def add_done(self, nbytes: int) -> None:
+        done = self.state.setdefault("done", {})
+        phase = self.state["phase"]
+        done[phase] = done.get(phase, 0) + nbytes
+
+    def report(self) -> None:
+        if self._progress_cb is None:
+            return
+        phase = self.state["phase"] or self.phases[0]
+        totals = {s.name: max(s.read_bytes, s.write_bytes) for s in self.plan.steps}
+        done = self.state.get("done", {})
+        overall_total = sum(totals.values())
+        overall_done = sum(min(done.get(k, 0), v) for k, v in totals.items())
+        if phase == DONE:
+            overall_done = overall_total
+        self._progress_cb(Progress(self.kind, phase, min(done.get(phase, 0),
+                                                         totals.get(phase, 0)),
+                                   totals.get(phase, 0), overall_done, overall_total))
+
+    # --- what subclasses implement ------------------------------------------------------
+
+    def open_files(self) -> None:  # noqa: B027 - optional hook
+        """Open inputs/outputs for the current phase (fresh run or resume)."""
+
+    def flush_files(self) -> None:  # noqa: B027 - optional hook
+        """fsync outputs (called before every journal write)."""
+
+    def close_files(self) -> None:  # noqa: B027 - optional hook
+        """Close whatever :meth:`open_files` opened (idempotent)."""
+
+    @abstractmethod
+    def chunk(self, budget: int, deadline: float) -> None:
+        """Do at most ``budget`` bytes of I/O (or until ``deadline``) in the current phase."""
+
+    def cancel(self) -> None:
+        """Undo what can be undone after a cancel (remove partial outputs, the journal)."""
+        journal.remove(self.journal_path)
+
+    def result(self) -> dict[str, Any]:
+        """What the finished operation produced (JSON-ready)."""
+        return {}
+
+    def verify_inputs(self) -> None:
+        """On resume: refuse when an input changed (only while inputs are still read)."""
+        for ident in self.state.get("inputs", []):
+            verify_identity(ident, lenient=bool(self.state["options"].get("lenient")))
+
+
+def step(name: str, description: str, read: int = 0, write: int = 0,
+         irreversible: bool = False) -> Step:
+    """Shorthand for a plan step."""
+    return Step(name, description, read, write, irreversible)
+
+
+def open_writable(path: str) -> Layer:
+    """Open an image for writing (a layer, no parent resolution)."""
+    if not os.path.exists(path):
+        raise UsageError("output vanished", path=path)
+    return open_layer(path, writable=True)

@@ -1,0 +1,151 @@
+"""remediate: the whole manual cure in one pass.
+
+The chain ending at NEWEST becomes one new disk (fixed by default: allocated, never grows
+again), written once with zeros skipped, verified against digests taken while writing,
+then swapped in: the result takes the base disk's name and the old chain moves to an
+archive folder beside it (or is deleted with ``delete``). With ``output`` the result goes
+there and the chain stays as it was. Originals are untouched until verification passes,
+and the base disk's name points at a complete disk (old or new) at every instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from vhdlib.errors import UsageError
+from vhdlib.ops import retire
+from vhdlib.ops.convert import CopyOperation, _format_from_suffix
+from vhdlib.ops.operation import step
+from vhdlib.plan import Plan
+from vhdlib.space import volume_of
+
+SUFFIX = {"vhd": ".vhd", "vhdx": ".vhdx", "raw": ".raw"}
+
+
+class RemediateOperation(CopyOperation):
+    """``remediate NEWEST [--output PATH] [--type fixed|dynamic] [--archive DIR|--delete]``."""
+
+    kind = "remediate"
+    phases = ("create", "copy", "verify", "finalize", "swap", "retire")
+
+    @classmethod
+    def prepare(cls, newest: str, output: str | None = None, *, type: str = "fixed",
+                format: str | None = None, archive: str | None = None, delete: bool = False,
+                block_size: int | None = None, sparse: bool = False, lenient: bool = False,
+                **unknown: Any) -> RemediateOperation:
+        if unknown:
+            raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
+        if archive and delete:
+            raise UsageError("--archive and --delete exclude each other")
+        if output and (archive or delete):
+            raise UsageError("with --output the chain stays as it was: --archive/--delete "
+                             "do not apply")
+        options: dict[str, Any] = {
+            "newest": os.path.abspath(newest), "output": output and os.path.abspath(output),
+            "type": type, "format": format, "archive": archive and os.path.abspath(archive),
+            "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient}
+        # The destination depends on the base, known only once the chain is open.
+        from vhdlib.chain import open as open_disk
+        with open_disk(newest, lenient=lenient) as probe:
+            base = os.path.abspath(probe.base.path)
+            fmt = format or (output and _format_from_suffix(output)) or probe.base.format
+        if output:
+            dest = os.path.abspath(output)
+            if os.path.exists(dest):
+                raise UsageError("output exists; refusing to overwrite it", path=dest)
+        else:
+            stem, _ext = os.path.splitext(base)
+            dest = base if _format_from_suffix(base) == fmt else stem + SUFFIX[fmt]
+        options["format"] = fmt
+        state, disk, spec = cls._prepare_copy(newest, dest, dest, options, options)
+        with disk:
+            state["base"] = base
+            if not output:
+                state["archive_dir"] = options["archive"] or os.path.join(
+                    os.path.dirname(base), f"vhdmend-archive-{state['id'][:8]}")
+            plan = Plan(cls.kind, dest, list(state["chain"]), [dest])
+            op = cls(state, plan)
+            op._copy_plan_steps(disk, spec)
+            if output:
+                op.plan.steps.append(step("swap", f"rename the result to {dest}"))
+            else:
+                arch = state["archive_dir"]
+                op.plan.steps.append(step(
+                    "swap", f"archive the chain in {arch}, then the result takes the name "
+                    f"{dest}", irreversible=True))
+                if not retire.same_volume(arch, base):
+                    chain_bytes = sum(os.path.getsize(p) for p in state["chain"])
+                    op.budget.add(arch, chain_bytes, "copy of the chain into the archive "
+                                  "(another volume)")
+                if delete:
+                    op.plan.steps.append(step("retire", "delete the archived chain",
+                                              irreversible=True))
+            op.plan.details["chain_file_bytes"] = sum(
+                os.path.getsize(p) for p in state["chain"])
+            op.plan.details["base"] = base
+            op.plan.details["volume"] = volume_of(dest).path
+            op.plan.space = op.budget.to_list()
+        return op
+
+    def later_phase(self, phase: str, budget: int, deadline: float) -> None:
+        if phase == "swap":
+            self._swap()
+        elif phase == "retire":
+            self._retire()
+        else:
+            super().later_phase(phase, budget, deadline)
+
+    def _swap(self) -> None:
+        dest = self.state["destination"]
+        if self.state["options"].get("output"):
+            self.publish(dest)
+            self.advance("done")
+            return
+        cursor = int(self.state["cursor"])
+        chain: list[str] = self.state["chain"]
+        arch = self.state["archive_dir"]
+        if cursor == 0:
+            # Last look before touching originals: nothing may have changed since the copy.
+            self.verify_inputs()
+            self.irreversible("swap")
+            for path in chain:
+                retire.archive_file(path, arch)
+            self.state["archived"] = [os.path.join(arch, os.path.basename(p)) for p in chain]
+            self.state["cursor"] = cursor = 1
+            self.checkpoint()
+        if cursor == 1:
+            # Atomic: the name switches from the old base to the verified new disk.
+            self.publish(dest)
+            self.state["cursor"] = cursor = 2
+            self.checkpoint()
+        if cursor == 2:
+            # The old layers live on in the archive; only the result keeps a name here.
+            retire.unlink_durably([p for p in chain if p != dest])
+            self.next_phase()
+            if not self.state["options"].get("delete"):
+                self.advance("done")
+
+    def _retire(self) -> None:
+        self.irreversible("retire")
+        retire.unlink_durably(list(self.state.get("archived", [])))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.state["archive_dir"])
+        self.advance("done")
+
+    def cancel(self) -> None:
+        if self.state["phase"] in ("swap", "retire"):
+            # Past the point of no return the swap completes; cancel only before it.
+            return
+        super().cancel()
+
+    def result(self) -> dict[str, Any]:
+        dest = self.state["destination"]
+        st = os.stat(dest)
+        res: dict[str, Any] = {"output": dest, "file_size": st.st_size,
+                               "allocated_bytes": st.st_blocks * 512,
+                               "chain_file_bytes": self.plan.details.get("chain_file_bytes")}
+        if self.state.get("archive_dir") and not self.state["options"].get("delete"):
+            res["archive"] = self.state["archive_dir"]
+        return res
