@@ -319,4 +319,5 @@ def bitmap_size(block_size: int) -> int:
     """Bytes of a block's sector bitmap: one bit per sector, padded to a whole sector
     (spec, "Block Allocation Table and Data Blocks")."""
     bits = block_size // SECTOR_SIZE
-    return -(-(-(-bits // 8)) // SECTOR_SIZE) * SECTOR_SIZE
+    nbytes = (bits + 7) // 8
+    return (nbytes + SECTOR_SIZE - 1) // SECTOR_SIZE * SECTOR_SIZE
