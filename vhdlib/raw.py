@@ -1,0 +1,86 @@
+"""Raw image files: the bytes of the disk and nothing else (output of convert --format raw)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from uuid import UUID
+
+from vhdlib.errors import ImageError, InsufficientSpaceError, UsageError
+from vhdlib.extents import Segment, SegmentState
+from vhdlib.layer import DiskType, Layer
+
+SECTOR_SIZE = 512
+
+
+class RawLayer(Layer):
+    """A raw image: one PRESENT segment, file offset = virtual offset."""
+
+    format = "raw"
+
+    def __init__(self, path: str, fd: int, *, writable: bool = False) -> None:
+        super().__init__(path, fd, writable=writable)
+        self.disk_type = DiskType.FIXED
+        size = os.fstat(fd).st_size
+        if size % SECTOR_SIZE or size == 0:
+            raise ImageError(f"raw image size {size} is not a positive multiple of "
+                             f"{SECTOR_SIZE}", path=path)
+        self.virtual_size = size
+
+    @property
+    def link_id(self) -> UUID:
+        """Raw images carry no identity: the nil UUID."""
+        return UUID(int=0)
+
+    def segments(self, offset: int, length: int) -> Iterator[Segment]:
+        if offset % SECTOR_SIZE or length % SECTOR_SIZE or offset < 0 or length < 0 \
+                or offset + length > self.virtual_size:
+            raise UsageError(f"range [{offset}, +{length}) invalid for a raw image of "
+                             f"{self.virtual_size} bytes", path=self.path)
+        if length:
+            yield Segment(offset, length, SegmentState.PRESENT, offset)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write sector-aligned ``data`` at ``offset`` (the file never grows)."""
+        self._require_writable()
+        mv = memoryview(data).cast("B")
+        list(self.segments(offset, len(mv)))  # validates the range
+        done = 0
+        while done < len(mv):
+            try:
+                done += os.pwrite(self._fd, mv[done:], offset + done)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InsufficientSpaceError("no space left", path=self.path) from e
+                raise
+
+
+def create(path: str | os.PathLike[str], size: int, sparse: bool = False) -> RawLayer:
+    """Create a raw image of ``size`` bytes, allocated with ``posix_fallocate`` unless
+    ``sparse``; returns it opened writable. Refuses an existing target."""
+    path = os.fspath(path)
+    if size <= 0 or size % SECTOR_SIZE:
+        raise UsageError(f"size {size} is not a positive multiple of {SECTOR_SIZE}", path=path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
+    except FileExistsError as e:
+        raise UsageError("target already exists", path=path) from e
+    except OSError as e:
+        raise UsageError(f"cannot create: {e.strerror}", path=path) from e
+    try:
+        if sparse:
+            os.ftruncate(fd, size)
+        else:
+            os.posix_fallocate(fd, 0, size)
+        return RawLayer(path, fd, writable=True)
+    except BaseException as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientSpaceError("no space to create the image", path=path,
+                                         needed=size) from exc
+        raise
