@@ -95,3 +95,37 @@ def print_mapping(data: Mapping[str, Any], *, indent: int = 0,
                     print(f"{pad}  - {format_value(key, item)}", file=out)
         else:
             print(f"{pad}{label + ':':<{width + 2}}{format_value(key, value)}", file=out)
+
+
+def print_plan(plan: Mapping[str, Any], stream: TextIO | None = None) -> None:
+    """A dry run for people: steps with their bytes, totals, space per volume."""
+    out = stream or sys.stdout
+    print(f"{plan.get('operation')} {plan.get('target')}  (dry run: nothing written)",
+          file=out)
+    for label in ("inputs", "outputs"):
+        items = plan.get(label) or []
+        if items:
+            print(f"  {label}: " + ", ".join(map(str, items)), file=out)
+    steps = plan.get("steps") or []
+    if steps:
+        print("  steps:", file=out)
+        width = max(len(str(s.get("name", ""))) for s in steps)
+        for s in steps:
+            io = []
+            if s.get("read_bytes"):
+                io.append(f"read {human_size(int(s['read_bytes']))}")
+            if s.get("write_bytes"):
+                io.append(f"write {human_size(int(s['write_bytes']))}")
+            mark = " [irreversible]" if s.get("irreversible") else ""
+            print(f"    {s.get('name', ''):<{width}}  {', '.join(io) or '-':<32} "
+                  f"{s.get('description', '')}{mark}", file=out)
+    print(f"  total: read {human_size(int(plan.get('read_bytes', 0)))}, "
+          f"write {human_size(int(plan.get('write_bytes', 0)))}", file=out)
+    for v in plan.get("space") or []:
+        needed = int(v.get("needed_bytes", 0))
+        free = int(v.get("free_bytes", 0))
+        verdict = "ok" if needed <= free else "NOT ENOUGH"
+        print(f"  space on {v.get('volume')}: needs {format_value('needed', needed)}, "
+              f"free {format_value('free', free)}: {verdict}", file=out)
+        for reason in v.get("reasons") or []:
+            print(f"    - {reason}", file=out)

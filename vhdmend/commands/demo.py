@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     op = ops.prepare("remediate", str(newest), output=None, type=args.type, archive=None,
                      delete=False)
-    run_with_progress(op, quiet=quiet)
+    outcome = run_with_progress(op, quiet=quiet)
 
     result = chain[0]  # the result takes the base disk's name
     with vhdlib.open(result) as disk:
@@ -92,12 +92,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     saved = before["allocated_bytes"] - after["allocated_bytes"]
     if args.json:
         emit_json({"folder": str(folder), "virtual_size": virtual_size, "before": before,
-                   "after": after, "result": after_info, "saved_bytes": saved})
+                   "after": after, "result": after_info, "saved_bytes": saved,
+                   "archive": outcome.get("archive")})
         return 0
     if not quiet:
         _print_sizes(f"after (one {after_info.get('type')} disk)", after)
         pct = 100 * saved / before["allocated_bytes"] if before["allocated_bytes"] else 0.0
-        print(f"virtual size {human_size(virtual_size)}; volume space freed "
-              f"{human_size(max(saved, 0))} ({pct:.0f}%); the old chain is archived in "
-              f"{folder}")
+        print(f"virtual size {human_size(virtual_size)}: the result takes "
+              f"{human_size(max(saved, 0))} ({pct:.0f}%) less space on the volume than the "
+              f"chain did")
+        print(f"the old chain is kept in {outcome.get('archive') or folder} until you "
+              f"delete it")
     return 0

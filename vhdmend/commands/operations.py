@@ -7,11 +7,14 @@ runs it with a progress bar and SIGINT cancellation (exit 130, originals valid).
 from __future__ import annotations
 
 import argparse
+import os
+import uuid
 from typing import Any
 
 from vhdmend.commands.common import add_plan, add_retire, common_parent
-from vhdmend.output import emit_json, note, print_mapping
+from vhdmend.output import emit_json, note, print_mapping, print_plan
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
+from vhdmend.sizes import size_arg
 
 NAMES = ("merge", "compact", "convert", "remediate", "resume")
 
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true",
                    help="merge even when other differencing disks depend on a disk that changes")
     add_retire(p)
+    add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_merge)
 
@@ -39,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Dynamic: every all-zero block goes and the file shrinks. Differencing: "
                     "only blocks with no present sector go (present zeros hide parent data).")
     p.add_argument("path", help="a dynamic or differencing disk")
+    add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_compact)
 
@@ -51,8 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--type", choices=TYPES, default="fixed", help="output type (default fixed)")
     p.add_argument("--format", choices=("vhd", "vhdx", "raw"),
                    help="output format (default: from DST's suffix, else vhd)")
-    p.add_argument("--sparse", action="store_true",
-                   help="fixed output: do not allocate the data area")
+    add_output_options(p)
+    add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_convert)
 
@@ -65,7 +70,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("newest", help="the newest file of the chain (the running checkpoint)")
     p.add_argument("--output", metavar="PATH", help="write the result here; leave the chain")
     p.add_argument("--type", choices=TYPES, default="fixed", help="result type (default fixed)")
+    p.add_argument("--format", choices=("vhd", "vhdx"),
+                   help="result format (default: --output's suffix, else the base's format)")
+    add_output_options(p)
     add_retire(p)
+    add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_remediate)
 
@@ -79,42 +88,64 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_resume)
 
 
-def output_format(path: str, explicit: str | None) -> str:
-    """The output format from ``--format`` or the file name (vhdx, raw/img, else vhd)."""
-    if explicit:
-        return explicit
-    low = path.lower()
-    if low.endswith((".vhdx", ".avhdx")):
-        return "vhdx"
-    if low.endswith((".raw", ".img", ".bin")):
-        return "raw"
-    return "vhd"
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--block-size``, ``--sparse``, and ``--uuid``/``--timestamp`` for a new disk."""
+    p.add_argument("--block-size", type=size_arg,
+                   help="block size of a dynamic output (default 2M)")
+    p.add_argument("--sparse", action="store_true",
+                   help="fixed output: do not allocate the data area")
+    p.add_argument("--uuid", type=_uuid_arg,
+                   help="the new disk's UUID (default random): for reproducible output")
+    p.add_argument("--timestamp", type=int, metavar="UNIX_SECONDS",
+                   help="the new disk's creation time (default now): for reproducible output")
+
+
+def _uuid_arg(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid UUID {text!r}") from e
+
+
+def _identity_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``uuid``/``timestamp`` only when given (the library picks them otherwise)."""
+    return {k: v for k in ("uuid", "timestamp") if (v := getattr(args, k, None)) is not None}
+
+
+def add_lenient(p: argparse.ArgumentParser) -> None:
+    """``--lenient``: accept inputs whose checksums are wrong."""
+    p.add_argument("--lenient", action="store_true",
+                   help="accept inputs whose checksums are wrong (with a warning)")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from vhdlib import ops
     op = ops.prepare("merge", args.child, into=args.into, force=args.force,
-                     archive=args.archive, delete=args.delete)
+                     archive=args.archive, delete=args.delete, lenient=args.lenient)
     return execute(args, op)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from vhdlib import ops
-    op = ops.prepare("compact", args.path)
+    op = ops.prepare("compact", args.path, lenient=args.lenient)
     return execute(args, op)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from vhdlib import ops
-    op = ops.prepare("convert", args.src, output=args.dst, type=args.type,
-                     format=output_format(args.dst, args.format), sparse=args.sparse)
+    # DST positional: the library names it `output_path` (the contract says `output`).
+    op = ops.prepare("convert", args.src, args.dst, type=args.type,
+                     format=args.format, block_size=args.block_size, sparse=args.sparse,
+                     lenient=args.lenient, **_identity_options(args))
     return execute(args, op)
 
 
 def cmd_remediate(args: argparse.Namespace) -> int:
     from vhdlib import ops
     op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
-                     archive=args.archive, delete=args.delete)
+                     format=args.format, archive=args.archive, delete=args.delete,
+                     block_size=args.block_size, sparse=args.sparse, lenient=args.lenient,
+                     **_identity_options(args))
     return execute(args, op)
 
 
@@ -131,29 +162,40 @@ def _as_data(obj: object) -> Any:
 
 def execute(args: argparse.Namespace, op: Any) -> int:
     """Print the plan (``--plan``) or run ``op`` with progress and cancellation."""
-    name = getattr(op, "name", None) or args.command
+    name = getattr(op, "kind", None) or args.command
     if args.plan:
         plan = op.plan.to_dict()
         if args.json:
             emit_json(plan)
         else:
-            print_mapping(plan)
+            print_plan(plan)
         return 0
     result = run_with_progress(op, quiet=args.quiet or args.json)
-    data = _as_data(result)
+    data = dict(_as_data(result) or {})
+    status = data.pop("status", "done")
     if args.json:
-        emit_json({"operation": name, "status": "done", "result": data})
-    elif isinstance(data, dict) and data and not args.quiet:
+        emit_json({"operation": name, "status": status, "result": data})
+    elif data and not args.quiet:
         print_mapping(data)
-    note(f"{name}: done", quiet=args.quiet or args.json)
+    note(f"{name}: {status}", quiet=args.quiet or args.json)
     return 0
 
 
-def run_with_progress(op: Any, *, quiet: bool) -> object:
+def _run_options() -> dict[str, Any]:
+    """Testing knob: ``VHDMEND_CHUNK_BYTES`` makes checkpoints frequent (crash tests).
+
+    A resumed run is bit-identical whatever the chunk size, so this changes only how often
+    the journal is written.
+    """
+    value = os.environ.get("VHDMEND_CHUNK_BYTES")
+    return {"chunk_bytes": int(value)} if value else {}
+
+
+def run_with_progress(op: Any, *, quiet: bool) -> Any:
     """``op.run`` with a progress reporter on stderr and SIGINT/SIGTERM -> cancel."""
     reporter = ProgressReporter(quiet=quiet)
     with CancelOnSignal(quiet=quiet) as cancel:
         try:
-            return op.run(progress=reporter, cancel=cancel)
+            return op.run(progress=reporter, cancel=cancel, **_run_options())
         finally:
             reporter.close()
