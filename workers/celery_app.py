@@ -1,0 +1,98 @@
+"""The Celery application: one queue per storage host, settings chosen on purpose.
+
+Run a worker for host ``h1`` with ``celery -A workers.celery_app worker -Q vhdmend.h1``
+(``vhdmend worker`` does this). Tasks only *nudge* a job: the job record in Redis decides
+whether anything runs (see :mod:`workers.tasks`), so a duplicated or redelivered message
+is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from workers import config
+
+log = logging.getLogger(__name__)
+
+settings = config.load()
+
+
+def queue_for(host: str) -> str:
+    """The queue a host's worker consumes: jobs must run where the disks are."""
+    return f"vhdmend.{host}"
+
+
+app = Celery("vhdmend", broker=settings.redis_url, include=["workers.tasks"])
+app.conf.update(
+    # Ack after the task returns, not on receipt: a worker that dies mid-job leaves the
+    # message unacked so it is delivered again (the job resumes from its checkpoint).
+    task_acks_late=True,
+    # acks_late alone does not requeue when the child process is killed (-9, OOM): reject
+    # it so it is redelivered. Crash loops are bounded by the job's ``max_attempts``.
+    task_reject_on_worker_lost=True,
+    # One message at a time per process: a job runs for hours; prefetching more would
+    # park other jobs behind it on this process while other processes sit idle.
+    worker_prefetch_multiplier=1,
+    # The Redis transport redelivers an unacked message after ``visibility_timeout`` even
+    # while the first run is still going. Our lease makes that harmless, so keep it long
+    # (fewer spurious redeliveries); recovery after a crash does not wait for it: the
+    # reaper requeues a job as soon as its lease expires.
+    broker_transport_options={"visibility_timeout": 6 * 3600},
+    # Time limits: a chunk is a few seconds of I/O, but a whole merge can take hours. The
+    # hard limit only catches a hung process; the checkpoint makes the kill cheap.
+    task_time_limit=48 * 3600,
+    task_soft_time_limit=None,
+    # Flower and `celery events` need task events.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    # JSON only: a message is just a job id.
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    # Keep running a job if the broker connection drops (Redis restart): the job store
+    # retries on its own, and the message is acked on the new connection or redelivered.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+    broker_connection_retry_on_startup=True,
+    # Nothing is routed by default: the API names the host queue on every send.
+    task_default_queue="vhdmend.default",
+    worker_hijack_root_logger=False,
+)
+
+
+def send_job(job_id: str, host: str) -> None:
+    """Nudge the worker of ``host`` to look at job ``job_id``."""
+    app.send_task("vhdmend.run_job", args=[job_id], queue=queue_for(host))
+    log.debug("job %s: nudged queue %s", job_id, queue_for(host))
+
+
+# --- the worker's housekeeping thread ---------------------------------------------------
+
+_housekeeping: list[object] = []
+
+
+def _start_housekeeping(sender: object = None, **_: object) -> None:
+    from workers import runtime
+    from workers.housekeeping import Housekeeping
+    pool = getattr(getattr(sender, "pool_cls", None), "__name__", "")
+    thread = Housekeeping(runtime.store(), runtime.settings(), pool=str(pool))
+    thread.start()
+    _housekeeping.append(thread)
+    log.info("worker for host %r ready on queue %s, roots %s", settings.host,
+             queue_for(settings.host), sorted(settings.roots))
+
+
+def _stop_housekeeping(**_: object) -> None:
+    for thread in _housekeeping:
+        thread.stop()  # type: ignore[attr-defined]
+
+
+def _connect_signals() -> None:
+    from celery import signals
+    signals.worker_ready.connect(_start_housekeeping, weak=False)
+    signals.worker_shutdown.connect(_stop_housekeeping, weak=False)
+
+
+_connect_signals()

@@ -1,0 +1,76 @@
+"""Requeue jobs whose execution died: the lease expired without a renewal.
+
+Any worker may reap any job (it sends the nudge to the job's own host queue); a short
+Redis lock keeps the workers from doing the same sweep at once, and the guarded
+transitions make a duplicate sweep harmless anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from workers.errors import Conflict, LostLease, NotFound
+from workers.jobstore import JobStore
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, str], None]
+
+
+def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
+         waiting_retry: float = 5.0, now: float | None = None) -> list[str]:
+    """One sweep; returns the ids of jobs nudged again.
+
+    * running/cancelling with no live lease: requeued (cancelling stays cancelling, so the
+      next execution cleans up); pausing with no lease: paused (the journal stays).
+    * queued jobs waiting for a chain lock are nudged every ``waiting_retry`` seconds, and
+      other queued jobs not claimed within ``requeue_after`` (a message lost with a Redis
+      restart) are nudged again; a duplicate nudge is harmless.
+    """
+    now = time.time() if now is None else now
+    nudged: list[str] = []
+    for state in ("running", "pausing", "cancelling"):
+        for job_id in store.ids_in_state(state):
+            if store.lease_alive(job_id):
+                continue
+            try:
+                job = store.get(job_id)
+                target = {"running": "queued", "pausing": "paused"}.get(state)
+                # Guarded by the dead execution's token: if a new claim slipped in between,
+                # the transition fails and we leave the job alone.
+                store.transition(job_id, [state], target, token=job.lease_token,
+                                 set_fields={"reason": "previous execution stopped "
+                                             "heartbeating; requeued"
+                                             if target == "queued" else None},
+                                 delete=["lease_token"],
+                                 event={"type": "reaped", "worker": job.worker})
+            except (Conflict, LostLease, NotFound):
+                continue
+            log.warning("job %s: lease expired while %s; reaped", job_id, state)
+            if state != "pausing":
+                send(job_id, job.host)
+                nudged.append(job_id)
+    for job_id in store.ids_in_state("queued"):
+        try:
+            job = store.get(job_id)
+        except NotFound:
+            continue
+        age = now - job.updated_at
+        if (job.reason and age >= waiting_retry) or age >= requeue_after:
+            if store.lease_alive(job_id):
+                continue
+            log.info("job %s: still queued after %.0fs; nudging again", job_id, age)
+            send(job_id, job.host)
+            # Touch updated_at so we do not nudge it again every sweep.
+            with contextlib.suppress(Conflict, NotFound):
+                store.transition(job_id, ["queued"], None)
+            nudged.append(job_id)
+    return nudged
+
+
+def sweep_lock(store: JobStore, ttl: float) -> bool:
+    """Take the reaper's turn (True) unless another worker swept within ``ttl``."""
+    return bool(store.r.set(f"{store.p}:reaper", "1", nx=True, px=max(1, int(ttl * 1000))))

@@ -1,0 +1,45 @@
+"""Per-process handles: settings, the Redis client and the job store (made after fork)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+import redis
+
+from workers import config
+from workers.config import Settings
+from workers.jobstore import JobStore
+
+_pid_store: dict[int, JobStore] = {}
+
+
+@cache
+def settings() -> Settings:
+    """The settings of this process (environment + config file)."""
+    return config.load()
+
+
+def client(s: Settings | None = None) -> redis.Redis:
+    """A Redis client for ``s`` (health-checked connections, short socket timeouts)."""
+    s = s or settings()
+    return redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                                health_check_interval=30)
+
+
+def store() -> JobStore:
+    """This process's job store; a forked child makes its own connections."""
+    pid = os.getpid()
+    if pid not in _pid_store:
+        s = settings()
+        _pid_store.clear()
+        _pid_store[pid] = JobStore(client(s), prefix=s.prefix,
+                                   retry_seconds=s.redis_retry_seconds,
+                                   webhook_progress_step=s.webhook_progress_step)
+    return _pid_store[pid]
+
+
+def worker_name() -> str:
+    """``host@machine:pid``: which process runs an execution."""
+    return f"{settings().host or 'anyhost'}@{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,308 @@
+"""The Celery task: run one execution of a job, chunk by chunk, through vhdlib.
+
+The message carries only a job id. :meth:`JobRun.run` claims the job in Redis first: a
+live lease held by another execution (a message redelivered after ``visibility_timeout``
+while the first run goes on, or sent twice by the reaper) means *do nothing*. So no two
+executions of one job ever run at once, whatever the broker does.
+
+Per chunk: progress to Redis (throttled), vhdlib's checkpoint to Redis after it is durable
+in the on-disk journal, a cancel/pause check, and the lease check. Before every
+irreversible step the execution proves it still holds the chain lock's latest fence; the
+fence is also written into the journal, where vhdlib checks it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import vhdlib
+from vhdlib.errors import Cancelled, FenceError, VhdlibError
+from vhdlib.progress import Progress
+from workers import operations, paths, runtime
+from workers.celery_app import app, send_job
+from workers.config import Settings
+from workers.errors import LostLease, ServiceError
+from workers.heartbeat import Heartbeat
+from workers.jobstore import Job, JobStore
+from workers.lock import ChainLock, Held
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="vhdmend.run_job", ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Run (or continue) job ``job_id``; returns what happened, for the worker log."""
+    return JobRun(job_id, runtime.store(), runtime.settings()).run()
+
+
+class ProgressMeter:
+    """Rate (EWMA, bytes/s) and ETA from successive progress reports."""
+
+    def __init__(self) -> None:
+        self.last_t: float | None = None
+        self.last_done = 0
+        self.rate = 0.0
+
+    def update(self, p: Progress, now: float) -> dict[str, Any]:
+        if self.last_t is not None and now > self.last_t:
+            inst = max(0, p.overall_done - self.last_done) / (now - self.last_t)
+            self.rate = inst if self.rate == 0 else 0.7 * self.rate + 0.3 * inst
+        self.last_t, self.last_done = now, p.overall_done
+        total = p.overall_total
+        percent = round(100.0 * p.overall_done / total, 2) if total else 100.0
+        eta = (total - p.overall_done) / self.rate if self.rate > 0 else None
+        return {"done": p.overall_done, "total": total, "percent": percent,
+                "rate": round(self.rate, 1), "eta_seconds": None if eta is None else round(eta, 1),
+                "phase_done": p.done, "phase_total": p.total}
+
+
+class JobRun:
+    """One execution of one job."""
+
+    def __init__(self, job_id: str, store: JobStore, settings: Settings) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.s = settings
+        self.token = secrets.token_hex(16)
+        self.hb: Heartbeat | None = None
+        self.lock: ChainLock | None = None
+        self.held: Held | None = None
+        self.meter = ProgressMeter()
+        self._last_write = 0.0
+        self._last_phase: str | None = None
+        self._last_step = -1
+        self._chunk_t = time.monotonic()
+        self._chunk_done = 0
+
+    # --- the execution ----------------------------------------------------------------
+
+    def run(self) -> str:
+        outcome, job = self.store.claim(self.job_id, self.token, self.s.lease_seconds,
+                                        runtime.worker_name(), self.s.max_attempts)
+        if outcome != "claimed" or job is None:
+            log.info("job %s: %s (state %s), nothing to run", self.job_id, outcome,
+                     job.state if job else "gone")
+            return outcome
+        self.hb = Heartbeat(self.store, self.job_id, self.token, self.s.lease_seconds)
+        self.hb.start()
+        try:
+            return self._execute(job)
+        except LostLease as e:
+            log.warning("job %s: stopping, %s", self.job_id, e)
+            return "lost_lease"
+        except FenceError as e:
+            log.warning("job %s: fenced off: %s", self.job_id, e)
+            self._finish_quietly("failed", e.to_dict(), only_if_owner=True)
+            return "fenced"
+        except Cancelled:
+            self._finish_quietly("cancelled", None, only_if_owner=True)
+            return "cancelled"
+        except VhdlibError as e:
+            log.warning("job %s: failed: %s", self.job_id, e)
+            self._finish_quietly("failed", e.to_dict(), only_if_owner=True)
+            return "failed"
+        except ServiceError as e:
+            log.warning("job %s: failed: %s", self.job_id, e)
+            self._finish_quietly("failed", e.to_dict(), only_if_owner=True)
+            return "failed"
+        except Exception as e:
+            log.exception("job %s: internal error", self.job_id)
+            self._finish_quietly("failed", {"type": "internal", "title": type(e).__name__,
+                                            "detail": str(e)}, only_if_owner=True)
+            return "failed"
+        finally:
+            self.hb.stop()
+            if self.lock is not None and self.held is not None:
+                try:
+                    self.lock.release(self.held)
+                    self._wake_waiters()
+                except Exception as e:  # the lease lapses on its own
+                    log.warning("job %s: releasing chain lock failed: %s", self.job_id, e)
+            try:
+                self.store.release_lease(self.job_id, self.token)
+            except ServiceError as e:
+                log.warning("job %s: releasing lease failed: %s", self.job_id, e)
+
+    def _finish_quietly(self, state: str, error: dict[str, Any] | None, *,
+                        only_if_owner: bool) -> None:
+        try:
+            self.store.transition(self.job_id, None, state,
+                                  token=self.token if only_if_owner else None,
+                                  set_fields={"error": error}, delete=["lease_token"])
+        except LostLease:
+            log.warning("job %s: not marking %s: another execution owns it", self.job_id, state)
+
+    def _execute(self, job: Job) -> str:
+        path = paths.resolve(self.s.roots, job.root, job.path)
+        root_real = paths.root_dir(self.s.roots, job.root)
+        if job.type == "inspect":
+            with vhdlib.open(path) as disk:
+                paths.check_chain(root_real, disk.chain)
+                info = disk.info()
+            self._done(result=_jsonable(info))
+            return "succeeded"
+        options = self._resolve_options(job)
+        backend = operations.backend(self.s.ops_backend)
+        identity = self._chain_identity(path, root_real)
+        if job.type == "plan":
+            kind = str(options.pop("operation"))
+            op = backend.prepare(kind, path, **options)
+            plan = op.plan.to_dict()
+            self._done(plan=plan, result={"plan": plan})
+            return "succeeded"
+        # Mutating operations: one per chain at a time.
+        self.lock = ChainLock(self.store.r, identity, prefix=self.s.prefix,
+                              lease_seconds=self.s.lease_seconds)
+        held = self.lock.acquire(job.id)
+        if held is None:
+            return self._wait_for_lock(job)
+        self.held = held
+        assert self.hb is not None
+        self.hb.attach(self.lock, held)
+        journal = (job.checkpoint or {}).get("journal")
+        if journal and os.path.exists(str(journal)):
+            log.info("job %s: resuming from %s with fence %d", job.id, journal, held.fence)
+            op = backend.resume(str(journal), fence=held.fence)
+        elif job.state == "cancelling":
+            self._done(state="cancelled")
+            return "cancelled"
+        else:
+            op = backend.prepare(job.type, path, **options)
+        plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
+        self.store.transition(job.id, None, None, token=self.token, set_fields={
+            "fence": held.fence, "lock_key": identity, "plan": plan, "phase": "starting",
+            "checkpoint": {**(job.checkpoint or {}), "journal": operations.journal_path(op)}})
+        result = operations.run(
+            op, progress=self._on_progress, cancel=self._cancel_requested,
+            pause=self._pause_requested, on_checkpoint=self._on_checkpoint,
+            before_irreversible=self._before_irreversible, fence=held.fence,
+            chunk_bytes=self.s.chunk_bytes or None)
+        if result.get("status") == "paused":
+            self.store.transition(job.id, None, "paused", token=self.token,
+                                  delete=["lease_token"])
+            return "paused"
+        self._done(result=_jsonable(result))
+        return "succeeded"
+
+    def _done(self, *, state: str = "succeeded", **fields: Any) -> None:
+        self.store.transition(self.job_id, None, state, token=self.token,
+                              set_fields={**fields, "phase": "done" if state == "succeeded"
+                                          else None}, delete=["lease_token"])
+
+    def _resolve_options(self, job: Job) -> dict[str, Any]:
+        """Options naming files are relative to the root: resolve and confine them."""
+        out = dict(job.options)
+        for key in ("output", "into", "archive"):
+            if out.get(key):
+                out[key] = paths.resolve(self.s.roots, job.root, str(out[key]),
+                                         must_exist=key == "into")
+        return out
+
+    def _chain_identity(self, path: str, root_real: str) -> str:
+        """The base disk's id (what the chain lock is keyed by); refuses escaping chains."""
+        try:
+            with vhdlib.open(path) as disk:
+                paths.check_chain(root_real, disk.chain)
+                return f"{disk.base.link_id}"
+        except VhdlibError:
+            if self.s.ops_backend != "stub":
+                raise
+            # The stub engine copies any file: key the lock by the file's inode.
+            st = os.stat(path)
+            return f"file-{st.st_dev}-{st.st_ino}"
+
+    def _wait_for_lock(self, job: Job) -> str:
+        assert self.lock is not None
+        holder = self.lock.holder() or "another job"
+        reason = f"waiting for the chain lock held by job {holder}"
+        self.store.transition(job.id, None, "queued", token=self.token,
+                              set_fields={"reason": reason, "attempts": max(0, job.attempts - 1)},
+                              delete=["lease_token"], webhook="job.waiting")
+        self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
+        log.info("job %s: %s", job.id, reason)
+        self.lock = None
+        return "waiting"
+
+    def _wake_waiters(self) -> None:
+        assert self.lock is not None
+        key = f"{self.s.prefix}:waiters:{self.lock.identity}"
+        waiting = self.store.r.smembers(key)
+        self.store.r.delete(key)
+        for raw in waiting:
+            other = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                send_job(other, self.store.get(other).host)
+            except ServiceError as e:
+                log.warning("job %s: cannot wake waiter %s: %s", self.job_id, other, e)
+
+    # --- callbacks from the operation engine --------------------------------------------
+
+    def _check_lease(self) -> None:
+        if self.hb is not None and self.hb.lost:
+            raise LostLease(f"job {self.job_id}: lease lost")
+
+    def _on_progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        self._check_lease()
+        delta = max(0, p.overall_done - self._chunk_done)
+        if delta:
+            self.store.observe_chunk(now - self._chunk_t, delta)
+        self._chunk_t, self._chunk_done = now, p.overall_done
+        progress = self.meter.update(p, now)
+        step = self.s.webhook_progress_step
+        bucket = int(progress["percent"] // step) if step else -1
+        hook = None
+        if step and bucket > self._last_step and self._last_step >= 0 and bucket * step < 100:
+            hook = "job.progress"
+        if bucket > self._last_step:
+            self._last_step = bucket
+        if (p.phase == self._last_phase and now - self._last_write < self.s.progress_interval
+                and hook is None):
+            return
+        self._last_write, self._last_phase = now, p.phase
+        self.store.transition(self.job_id, None, None, token=self.token,
+                              set_fields={"phase": p.phase, "progress": progress}, webhook=hook)
+        self.store.r.publish(f"{self.s.prefix}:progress:{self.job_id}", p.phase)
+
+    def _on_checkpoint(self, state: dict[str, Any]) -> None:
+        self._check_lease()
+        self.store.transition(self.job_id, None, None, token=self.token,
+                              set_fields={"checkpoint": _jsonable(state)})
+
+    def _current_state(self) -> str:
+        raw = self.store.r.hget(self.store.k_job(self.job_id), "state")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def _cancel_requested(self) -> bool:
+        self._check_lease()
+        return self._current_state() == "cancelling"
+
+    def _pause_requested(self) -> bool:
+        return self._current_state() == "pausing"
+
+    def _before_irreversible(self, step: str) -> None:
+        """Prove we still own the job and the chain's latest fence, or stop."""
+        self._check_lease()
+        assert self.lock is not None and self.held is not None
+        if not self.lock.still_current(self.held):
+            raise FenceError(f"before {step}: chain lock fence {self.held.fence} is no longer "
+                             f"current (now {self.lock.current_fence()})")
+        if self.store.get(self.job_id).lease_token != self.token:
+            raise FenceError(f"before {step}: job taken over by another execution")
+        self.store.add_event(self.job_id, {"type": "irreversible", "step": step,
+                                           "fence": self.held.fence})
+
+
+def _jsonable(value: Any) -> Any:
+    """Make vhdlib's results JSON-ready (UUIDs, enums, paths become strings)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(getattr(value, "value", value))
