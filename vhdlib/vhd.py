@@ -725,8 +725,9 @@ class VhdLayer(Layer):
             end = self._data_end()
             size = self.file_size
             fpos = self._footer_pos if not self._footer_from_copy else size
-            # Up to one alignment gap between the last slot and the footer is the layout.
-            if fpos > _slot_position(end):
+            # Layouts leave up to ~8 KiB between the last slot (or the BAT) and the footer:
+            # Hyper-V rounds the BAT to 4 KiB and aligns block data to 4 KiB.
+            if fpos - end > 2 * DATA_ALIGNMENT:
                 out.append(Problem("orphan_tail", f"{fpos - end} bytes between the last "
                                    f"block ({end}) and the footer are unreferenced",
                                    repairable=True))
