@@ -31,7 +31,7 @@ class Operation(Protocol):
 class Backend(Protocol):
     """A module with ``prepare`` and ``resume``."""
 
-    def prepare(self, kind: str, path: str, **options: Any) -> Any: ...
+    def prepare(self, kind: str, path: str, *args: Any, **options: Any) -> Any: ...
 
     def resume(self, journal_path: str, *, fence: int | None = None) -> Any: ...
 
@@ -41,6 +41,20 @@ def backend(name: str) -> Backend:
     module = {"vhdlib": "vhdlib.ops", "stub": "workers.stubops"}.get(name, name)
     mod: Any = importlib.import_module(module)
     return mod  # type: ignore[no-any-return,unused-ignore]
+
+
+#: The option each engine's ``prepare`` takes as its second positional argument.
+_SECOND = {"convert": "output", "remediate": "output", "merge": "into"}
+
+
+def prepare(engine: Backend, kind: str, path: str, options: dict[str, Any]) -> Any:
+    """``engine.prepare(kind, path, second, **rest)`` with the positional option in place."""
+    rest = {k: v for k, v in options.items() if v is not None}
+    name = _SECOND.get(kind)
+    if name and rest.get(name) is not None:
+        return engine.prepare(kind, path, rest.pop(name), **rest)
+    rest.pop(name or "", None)
+    return engine.prepare(kind, path, **rest)
 
 
 def run(op: Any, **kwargs: Any) -> dict[str, Any]:

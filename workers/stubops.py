@@ -135,8 +135,10 @@ class StubOperation:
         return {"status": "done", "output": st["target"], "bytes": size}
 
 
-def prepare(kind: str, path: str, **options: Any) -> StubOperation:
-    """A fresh stub operation of ``kind`` on ``path``."""
+def prepare(kind: str, path: str, second: str | None = None, **options: Any) -> StubOperation:
+    """A fresh stub operation of ``kind`` on ``path`` (``second``: output or into)."""
+    if second is not None and kind != "merge":
+        options["output"] = second
     if not os.path.isfile(path):
         raise NotADiskError("no such file", path=path)
     target = os.path.abspath(options.get("output") or path + ".out")

@@ -150,7 +150,7 @@ class JobRun:
         identity = self._chain_identity(path, root_real)
         if job.type == "plan":
             kind = str(options.pop("operation"))
-            op = backend.prepare(kind, path, **options)
+            op = operations.prepare(backend, kind, path, options)
             plan = op.plan.to_dict()
             self._done(plan=plan, result={"plan": plan})
             return "succeeded"
@@ -171,7 +171,7 @@ class JobRun:
             self._done(state="cancelled")
             return "cancelled"
         else:
-            op = backend.prepare(job.type, path, **options)
+            op = operations.prepare(backend, job.type, path, options)
         plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
         self.store.transition(job.id, None, None, token=self.token, set_fields={
             "fence": held.fence, "lock_key": identity, "plan": plan, "phase": "starting",

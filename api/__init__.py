@@ -1,0 +1,54 @@
+"""The vhdmend HTTP API: a Flask app factory, one folder per resource, problem+json.
+
+    from api import create_app
+    app = create_app()                      # settings from VHDMEND_* / VHDMEND_CONFIG
+    app = create_app(settings, store=..., dispatch=...)   # tests: fakeredis, no broker
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from workers import config as config_mod
+from workers.config import Settings
+from workers.jobstore import JobStore
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, str], None]
+
+
+def create_app(config: Settings | dict[str, Any] | None = None, *,
+               store: JobStore | None = None, dispatch: Dispatch | None = None) -> Flask:
+    """Build the app. ``config``: :class:`Settings`, overrides for :func:`config.load`, or
+    ``None`` (environment). ``store``/``dispatch`` replace Redis and the Celery broker."""
+    settings = config if isinstance(config, Settings) else config_mod.load(**(config or {}))
+    app = Flask(__name__)
+    app.config["VHDMEND_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if store is None:
+        from workers import runtime
+        store = JobStore(runtime.client(settings), prefix=settings.prefix,
+                         retry_seconds=2.0, webhook_progress_step=settings.webhook_progress_step)
+    if dispatch is None:
+        def dispatch(job_id: str, host: str) -> None:
+            from workers.celery_app import send_job
+            send_job(job_id, host)
+    app.extensions["vhdmend_store"] = store
+    app.extensions["vhdmend_dispatch"] = dispatch
+
+    from api import openapi, problems
+    from api.health.routes import bp as health_bp
+    from api.hosts.routes import bp as hosts_bp
+    from api.jobs.routes import bp as jobs_bp
+    from api.plan.routes import bp as plan_bp
+    problems.init_app(app)
+    for bp in (jobs_bp, hosts_bp, plan_bp, health_bp, openapi.bp):
+        app.register_blueprint(bp)
+    log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
+    return app

@@ -1,0 +1,65 @@
+"""Bearer tokens, stored hashed in the config, with scopes ``jobs:read``, ``jobs:write``,
+``admin`` (``admin`` implies the others)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from workers.config import Settings, TokenEntry, hash_token
+from workers.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Unauthorized(ServiceError):
+    """No valid bearer token."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """The token lacks the scope this endpoint needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+def principal() -> TokenEntry:
+    """The token entry of the current request (after :func:`requires`)."""
+    entry: TokenEntry = g.principal
+    return entry
+
+
+def _authenticate() -> TokenEntry:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>'")
+    settings: Settings = current_app.config["VHDMEND_SETTINGS"]
+    entry = settings.token_for_hash(hash_token(token.strip()))
+    if entry is None:
+        raise Unauthorized("unknown token")
+    return entry
+
+
+def requires(scope: str) -> Callable[[F], F]:
+    """Decorator: the request needs a token with ``scope`` (or ``admin``)."""
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            entry = _authenticate()
+            if scope not in entry.scopes and "admin" not in entry.scopes:
+                raise Forbidden(f"this token lacks the scope {scope!r}")
+            g.principal = entry
+            return view(*args, **kwargs)
+        inner._openapi_scope = scope  # type: ignore[attr-defined]
+        return inner  # type: ignore[return-value]
+    return wrap

@@ -1,0 +1,239 @@
+"""``/v1/jobs``: submit, read, list, cancel/pause/resume, events (and an SSE stream)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from marshmallow import ValidationError
+from ulid import ULID
+
+from api.auth import principal, requires
+from api.jobs.schemas import (
+    EmptySchema,
+    EventListSchema,
+    EventsQuerySchema,
+    JobCreateSchema,
+    JobListQuerySchema,
+    JobListSchema,
+    JobSchema,
+)
+from api.openapi import operation
+from workers import registry
+from workers.errors import Conflict, NotFound, UnknownRoot
+from workers.jobstore import Job, JobStore, new_job
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+#: Seconds a client should wait before polling a new job.
+RETRY_AFTER = "2"
+
+
+def store() -> JobStore:
+    s: JobStore = current_app.extensions["vhdmend_store"]
+    return s
+
+
+def dispatch(job: Job) -> None:
+    """Nudge the host's worker; a failure leaves the job queued for the reaper to nudge."""
+    try:
+        current_app.extensions["vhdmend_dispatch"](job.id, job.host)
+    except Exception as e:
+        log.warning("job %s: could not reach the broker (%s); the reaper will retry",
+                    job.id, e)
+
+
+def json_body(required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, or a 422 problem."""
+    if not request.data and not required:
+        return {}
+    if not request.is_json:
+        raise ValidationError({"_schema": ["send a JSON object with "
+                                           "Content-Type: application/json"]})
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    return data
+
+
+def job_response(job: Job, status: int = 200) -> Response:
+    resp = jsonify(JobSchema().dump(job.to_public()))
+    resp.status_code = status
+    return resp
+
+
+def valid_id(job_id: str) -> str:
+    try:
+        ULID.from_str(job_id)
+    except ValueError as e:
+        raise NotFound(f"no job {job_id}") from e
+    return job_id
+
+
+def check_root(host: str, root: str) -> str | None:
+    """Refuse a root the host's live workers do not have; a reason when none is live."""
+    s = store()
+    live = [w for w in registry.workers(s.r, s.p) if w["host"] == host]
+    if not live:
+        return f"no worker of host {host!r} is registered yet; the job waits for one"
+    if not any(root in w["roots"] for w in live):
+        known = sorted({r for w in live for r in w["roots"]})
+        raise UnknownRoot(f"host {host!r} has no root {root!r} (it has {known})")
+    return None
+
+
+def submit(data: dict[str, Any], idem_key: str | None) -> tuple[Job, bool]:
+    """Create (or find, by Idempotency-Key) the job ``data`` describes and nudge it."""
+    who = principal().name
+    reason = check_root(data["host"], data["root"])
+    job = new_job(data["type"], data["host"], data["root"], data["path"],
+                  options=data.get("options"), external_ref=data.get("external_ref"),
+                  requested_by=who, callback=data.get("callback"))
+    if reason:
+        from dataclasses import replace
+        job = replace(job, reason=reason)
+    idem = None
+    if idem_key is not None:
+        fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        idem = (f"{who}:{idem_key}", fingerprint)
+    job, created = store().create(job, idempotency=idem)
+    if created:
+        dispatch(job)
+    return job, created
+
+
+@bp.post("")
+@requires("jobs:write")
+@operation("Submit a job", body=JobCreateSchema, tags=("jobs",),
+           responses={202: ("Accepted; poll the Location", JobSchema)},
+           headers={"Idempotency-Key": "same key and body: the same job; other body: 422"})
+def create_job() -> Response:
+    idem_key = request.headers.get("Idempotency-Key")
+    if idem_key is not None and not (0 < len(idem_key) <= 255):
+        raise ValidationError({"Idempotency-Key": ["1 to 255 characters"]})
+    data = JobCreateSchema().load(json_body())
+    job, _ = submit(data, idem_key)
+    resp = job_response(job, 202)
+    resp.headers["Location"] = f"/v1/jobs/{job.id}"
+    resp.headers["Retry-After"] = RETRY_AFTER
+    return resp
+
+
+@bp.get("")
+@requires("jobs:read")
+@operation("List jobs, newest first", query=JobListQuerySchema, tags=("jobs",),
+           responses={200: ("A page of jobs", JobListSchema)})
+def list_jobs() -> Response:
+    q = JobListQuerySchema().load(request.args.to_dict())
+    jobs, token = store().find(state=q.get("state"), host=q.get("host"),
+                               external_ref=q.get("external_ref"), limit=q["limit"],
+                               page_token=q.get("page_token"))
+    return jsonify(JobListSchema().dump({"items": [j.to_public() for j in jobs],
+                                         "next_page_token": token}))
+
+
+@bp.get("/<job_id>")
+@requires("jobs:read")
+@operation("Read a job", tags=("jobs",), responses={200: ("The job", JobSchema)})
+def get_job(job_id: str) -> Response:
+    return job_response(store().get(valid_id(job_id)))
+
+
+def _action(job_id: str, action: str) -> Response:
+    EmptySchema().load(json_body(required=False))
+    s = store()
+    job = s.get(valid_id(job_id))
+    if action == "cancel":
+        if job.state == "queued" or (job.state == "paused" and not job.checkpoint):
+            job = s.transition(job.id, [job.state], "cancelled", event={"by": principal().name})
+        elif job.state == "paused":
+            # A paused job has partial output: its worker cleans up as it cancels.
+            job = s.transition(job.id, ["paused"], "cancelling", event={"by": principal().name})
+            dispatch(job)
+        else:
+            job = s.transition(job.id, ["running", "pausing"], "cancelling",
+                               event={"by": principal().name})
+    elif action == "pause":
+        if job.state == "queued":
+            job = s.transition(job.id, ["queued"], "paused", event={"by": principal().name})
+        else:
+            job = s.transition(job.id, ["running"], "pausing", event={"by": principal().name})
+    else:
+        job = s.transition(job.id, ["paused"], "queued", set_fields={"reason": None},
+                           event={"by": principal().name})
+        dispatch(job)
+    return job_response(job, 202)
+
+
+def _action_doc(summary: str) -> Any:
+    return operation(summary, tags=("jobs",),
+                     responses={202: ("Accepted: takes effect between chunks", JobSchema),
+                                409: ("Not possible in the job's state", None)})
+
+
+@bp.post("/<job_id>/cancel")
+@requires("jobs:write")
+@_action_doc("Cancel a job (between chunks; originals stay valid)")
+def cancel_job(job_id: str) -> Response:
+    return _action(job_id, "cancel")
+
+
+@bp.post("/<job_id>/pause")
+@requires("jobs:write")
+@_action_doc("Pause a job (between chunks; resumable)")
+def pause_job(job_id: str) -> Response:
+    return _action(job_id, "pause")
+
+
+@bp.post("/<job_id>/resume")
+@requires("jobs:write")
+@_action_doc("Resume a paused job")
+def resume_job(job_id: str) -> Response:
+    return _action(job_id, "resume")
+
+
+@bp.get("/<job_id>/events")
+@requires("jobs:read")
+@operation("A job's history: state changes, attempts, webhook deliveries", tags=("jobs",),
+           query=EventsQuerySchema, responses={200: ("Events, oldest first", EventListSchema)})
+def job_events(job_id: str) -> Response:
+    q = EventsQuerySchema().load(request.args.to_dict())
+    items = store().events(valid_id(job_id), q["start"])
+    return jsonify({"items": items, "next": q["start"] + len(items)})
+
+
+@bp.get("/<job_id>/stream")
+@requires("jobs:read")
+@operation("Server-sent events: the job on every change until it finishes", tags=("jobs",),
+           media="text/event-stream", responses={200: ("An SSE stream", None)})
+def job_stream(job_id: str) -> Response:
+    s = store()
+    first = s.get(valid_id(job_id))
+    interval = float(request.args.get("interval", "0.5") or 0.5)
+
+    def events() -> Iterator[str]:
+        last = None
+        job: Job | None = first
+        while job is not None:
+            view = JobSchema().dump(job.to_public())
+            key = (view["state"], view.get("progress"), view.get("phase"))
+            if key != last:
+                last = key
+                yield f"event: job\nid: {job.updated_at}\ndata: {json.dumps(view)}\n\n"
+            if job.terminal:
+                return
+            time.sleep(max(0.05, min(interval, 5.0)))
+            try:
+                job = s.get(job_id)
+            except (NotFound, Conflict):
+                return
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

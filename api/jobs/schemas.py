@@ -1,0 +1,212 @@
+"""Marshmallow schemas of the jobs resource (unknown fields are rejected everywhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from workers.errors import PathRefused
+from workers.jobstore import JOB_TYPES, STATES
+from workers.paths import validate_relative
+
+NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                       error="1-64 letters, digits, '.', '_' or '-'")
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _relative(value: str) -> None:
+    try:
+        validate_relative(value)
+    except PathRefused as e:
+        raise ValidationError(e.detail) from e
+
+
+class RelPath(fields.String):
+    """A path relative to a storage root (no '..', not absolute)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(validate=[validate.Length(1, 4096), _relative], **kw)
+
+
+DISK_TYPE = validate.OneOf(["fixed", "dynamic"])
+FORMAT = validate.OneOf(["vhd", "vhdx", "raw"])
+BLOCK = validate.OneOf([1 << 20, 2 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20, 128 << 20,
+                        256 << 20])
+
+
+class InspectOptionsSchema(Strict):
+    lenient = fields.Boolean()
+
+
+class CompactOptionsSchema(Strict):
+    lenient = fields.Boolean()
+
+
+class MergeOptionsSchema(Strict):
+    into = RelPath(metadata={"description": "the layer to merge into (default: the parent)"})
+    force = fields.Boolean()
+    archive = RelPath(metadata={"description": "folder to move retired layers to"})
+    delete = fields.Boolean()
+    lenient = fields.Boolean()
+
+
+class ConvertOptionsSchema(Strict):
+    output = RelPath(required=True)
+    type = fields.String(validate=DISK_TYPE)
+    format = fields.String(validate=FORMAT)
+    block_size = fields.Integer(validate=BLOCK)
+    sparse = fields.Boolean()
+    lenient = fields.Boolean()
+
+
+class RemediateOptionsSchema(Strict):
+    output = RelPath()
+    type = fields.String(validate=DISK_TYPE)
+    format = fields.String(validate=FORMAT)
+    archive = RelPath()
+    delete = fields.Boolean()
+    block_size = fields.Integer(validate=BLOCK)
+    sparse = fields.Boolean()
+    lenient = fields.Boolean()
+
+
+OPTIONS: dict[str, type[Schema]] = {
+    "inspect": InspectOptionsSchema, "compact": CompactOptionsSchema,
+    "merge": MergeOptionsSchema, "convert": ConvertOptionsSchema,
+    "remediate": RemediateOptionsSchema,
+}
+OPERATIONS = ("merge", "compact", "convert", "remediate")
+
+
+def load_options(job_type: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``options`` for ``job_type`` (plan: ``operation`` + that operation's)."""
+    if job_type == "plan":
+        opts = dict(options)
+        op = opts.pop("operation", None)
+        if op not in OPERATIONS:
+            raise ValidationError({"options": {"operation": [f"one of {list(OPERATIONS)}"]}})
+        try:
+            return {"operation": op, **OPTIONS[op]().load(opts)}
+        except ValidationError as e:
+            raise ValidationError({"options": e.messages}) from e
+    try:
+        loaded: dict[str, Any] = OPTIONS[job_type]().load(options)
+    except ValidationError as e:
+        raise ValidationError({"options": e.messages}) from e
+    if loaded.get("archive") and loaded.get("delete"):
+        raise ValidationError({"options": ["archive and delete exclude each other"]})
+    return loaded
+
+
+class CallbackSchema(Strict):
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                     validate=validate.Length(max=2048))
+    secret = fields.String(required=True, validate=validate.Length(16, 256), load_only=True,
+                           metadata={"description": "HMAC key (Standard Webhooks "
+                                     "'whsec_<base64>' or any string); never shown again"})
+
+
+class JobCreateSchema(Strict):
+    """``POST /v1/jobs``."""
+
+    type = fields.String(required=True, validate=validate.OneOf(JOB_TYPES))
+    host = fields.String(required=True, validate=NAME)
+    root = fields.String(required=True, validate=NAME)
+    path = RelPath(required=True)
+    options = fields.Dict(keys=fields.String(), load_default=dict,
+                          metadata={"description": "per type: see *OptionsSchema"})
+    external_ref = fields.String(validate=validate.Length(1, 200), allow_none=True)
+    callback = fields.Nested(CallbackSchema, allow_none=True)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _options(self, data: dict[str, Any], **_: Any) -> None:
+        data["options"] = load_options(data["type"], data.get("options") or {})
+
+
+class ProgressSchema(Schema):
+    done = fields.Integer()
+    total = fields.Integer()
+    percent = fields.Float()
+    rate = fields.Float(metadata={"description": "bytes per second"})
+    eta_seconds = fields.Float(allow_none=True)
+    phase_done = fields.Integer()
+    phase_total = fields.Integer()
+
+
+class ErrorInfoSchema(Schema):
+    type = fields.String()
+    title = fields.String()
+    detail = fields.String()
+
+
+class CallbackViewSchema(Schema):
+    url = fields.String()
+
+
+class JobSchema(Schema):
+    """A job as the API shows it."""
+
+    id = fields.String()
+    type = fields.String(validate=validate.OneOf(JOB_TYPES))
+    host = fields.String()
+    root = fields.String()
+    path = fields.String()
+    options = fields.Dict()
+    state = fields.String(validate=validate.OneOf(STATES))
+    phase = fields.String(allow_none=True)
+    progress = fields.Nested(ProgressSchema, allow_none=True)
+    plan = fields.Dict(allow_none=True)
+    result = fields.Dict(allow_none=True)
+    attempts = fields.Integer()
+    error = fields.Nested(ErrorInfoSchema, allow_none=True)
+    external_ref = fields.String(allow_none=True)
+    requested_by = fields.String(allow_none=True)
+    callback = fields.Nested(CallbackViewSchema, allow_none=True)
+    reason = fields.String(allow_none=True)
+    checkpoint = fields.Boolean(metadata={"description": "a checkpoint exists to resume from"})
+    fence = fields.Integer(allow_none=True)
+    worker = fields.String(allow_none=True)
+    lock_key = fields.String(allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+
+
+class JobListQuerySchema(Strict):
+    state = fields.String(validate=validate.OneOf(STATES))
+    host = fields.String(validate=NAME)
+    external_ref = fields.String(validate=validate.Length(1, 200))
+    page_token = fields.String(validate=validate.Length(1, 200))
+    limit = fields.Integer(validate=validate.Range(1, 200), load_default=50)
+
+
+class JobListSchema(Schema):
+    items = fields.List(fields.Nested(JobSchema))
+    next_page_token = fields.String(allow_none=True)
+
+
+class EventsQuerySchema(Strict):
+    start = fields.Integer(validate=validate.Range(0, 1_000_000), load_default=0)
+
+
+class EventSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    at = fields.String()
+    type = fields.String()
+
+
+class EventListSchema(Schema):
+    items = fields.List(fields.Dict())
+    next = fields.Integer(metadata={"description": "pass as ?start= to read newer events"})
+
+
+class EmptySchema(Strict):
+    """An empty JSON object (or no body)."""

@@ -1,0 +1,129 @@
+"""OpenAPI 3.1 built from the routes' declarations and their marshmallow schemas.
+
+Each view declares itself with :func:`operation`; :func:`build_spec` walks the URL map.
+``/openapi.json`` serves the document, ``/docs`` a page that renders it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from marshmallow import Schema
+
+from api.problems import MEDIA_TYPE, ProblemSchema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+bp = Blueprint("openapi", __name__)
+
+
+def operation(summary: str, *, body: type[Schema] | None = None,
+              query: type[Schema] | None = None,
+              responses: dict[int, tuple[str, type[Schema] | None]] | None = None,
+              tags: tuple[str, ...] = (), headers: dict[str, str] | None = None,
+              media: str = "application/json") -> Callable[[F], F]:
+    """Attach OpenAPI metadata to a view function."""
+    def wrap(view: F) -> F:
+        view._openapi = {"summary": summary, "body": body,  # type: ignore[attr-defined]
+                         "query": query, "responses": responses or {}, "tags": tags,
+                         "headers": headers or {}, "media": media}
+        return view
+    return wrap
+
+
+def _schema_name(schema: type[Schema]) -> str:
+    return schema.__name__.removesuffix("Schema")
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    spec = APISpec(title="vhdmend remediation service", version="1.0.0",
+                   openapi_version="3.1.0", plugins=[MarshmallowPlugin()],
+                   info={"description": "Remediate bloated VHD/VHDX chains on storage hosts."})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Problem", schema=ProblemSchema)
+    seen: set[str] = {"Problem"}
+
+    def ref(schema: type[Schema]) -> dict[str, str]:
+        name = _schema_name(schema)
+        if name not in seen:
+            spec.components.schema(name, schema=schema)
+            seen.add(name)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    problem = {"description": "Problem", "content": {MEDIA_TYPE: {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        meta = getattr(view, "_openapi", None)
+        if meta is None:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op: dict[str, Any] = {"summary": meta["summary"], "tags": list(meta["tags"]),
+                                  "operationId": f"{rule.endpoint}".replace(".", "_"),
+                                  "responses": {}}
+            params: list[dict[str, Any]] = [
+                {"name": a, "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}}
+                for a in sorted(rule.arguments)]
+            if meta["query"] is not None:
+                params.append({"in": "query", "schema": meta["query"]})
+            for name, desc in meta["headers"].items():
+                params.append({"name": name, "in": "header", "required": False,
+                               "description": desc,
+                               "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                          "pattern": "^[\\x21-\\x7e]+$"}})
+            if params:
+                op["parameters"] = params
+            if meta["body"] is not None:
+                op["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": ref(meta["body"])}}}
+            scope = getattr(view, "_openapi_scope", None)
+            if scope:
+                op["security"] = [{"bearer": []}]
+                op["description"] = f"Needs a token with scope `{scope}` (or `admin`)."
+                op["responses"]["401"] = problem
+                op["responses"]["403"] = problem
+            for status, (desc, schema) in meta["responses"].items():
+                resp: dict[str, Any] = {"description": desc}
+                if schema is not None:
+                    resp["content"] = {meta["media"]: {"schema": ref(schema)}}
+                elif meta["media"] != "application/json":
+                    resp["content"] = {meta["media"]: {"schema": {"type": "string"}}}
+                op["responses"][str(status)] = resp
+            op["responses"]["default"] = problem
+            if meta["body"] is not None or meta["query"] is not None:
+                op["responses"]["422"] = problem
+            paths.setdefault(path, {})[method.lower()] = op
+    for path in sorted(paths):
+        spec.path(path=path, operations=paths[path])
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    if "VHDMEND_OPENAPI" not in current_app.config:
+        current_app.config["VHDMEND_OPENAPI"] = build_spec(current_app)
+    return jsonify(current_app.config["VHDMEND_OPENAPI"])
+
+
+_DOCS = """<!doctype html>
+<html><head><meta charset="utf-8"><title>vhdmend API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"><p>Loading the API description from <a href="/openapi.json">/openapi.json</a>
+(the interactive view needs the Swagger UI assets from unpkg.com).</p></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>if (window.SwaggerUIBundle) { SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"}); }
+</script></body></html>
+"""
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    return Response(_DOCS, mimetype="text/html")
