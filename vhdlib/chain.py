@@ -232,17 +232,18 @@ def _try_open(path: str, lenient: bool) -> Layer | None:
         return None
 
 
-def open(path: str | os.PathLike[str], *, lenient: bool = False,  # noqa: A001
-         resolve_parents: bool = True) -> Disk:
+def open(path: str | os.PathLike[str], *, lenient: bool = False,
+         resolve_parents: bool = True, fmt: str | None = None) -> Disk:
     """Open a VHD or VHDX file and resolve its whole chain, read-only.
 
     ``lenient`` accepts images whose checksums are wrong (with a warning on the layer).
     ``resolve_parents=False`` opens only this file (parent sectors then read as zeros).
+    ``fmt`` skips detection (``"raw"`` cannot be detected).
     """
     path = os.fspath(path)
     layers: list[Layer] = []
     try:
-        layer = open_layer(path, lenient=lenient)
+        layer = open_layer(path, lenient=lenient, fmt=fmt)
         layers.append(layer)
         seen = {os.path.realpath(path)}
         ids = {layer.link_id}

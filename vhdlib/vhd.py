@@ -336,7 +336,9 @@ class VhdLayer(Layer):
                 self._add_candidate(f"name {name}", os.path.join(child_dir, base))
 
     def _add_candidate(self, label: str, path: str) -> None:
-        if all(p != path for _, p in self._locator_paths):
+        # Same path from another locator is kept: the error lists every locator tried
+        # (find_parent opens each real file once).
+        if (label, path) not in self._locator_paths:
             self._locator_paths.append((label, path))
 
     def _validate_bat(self, size: int) -> None:
@@ -367,8 +369,15 @@ class VhdLayer(Layer):
             self.warnings.append(f"bad block allocation table (accepted: lenient): {msg}")
 
     def _data_end(self) -> int:
-        """End of everything referenced: metadata and allocated slots."""
+        """End of everything referenced: metadata and allocated slots.
+
+        The BAT counts as its 4 KiB-padded region, as :func:`create` lays it out (and as
+        Hyper-V does: dynamic.vhd's block 0 at sector 15), so the slot a repair or an
+        allocation picks after a crash is the one an uninterrupted run picked.
+        """
         end = max(e for _, e in self._meta)
+        assert self.header is not None
+        end = max(end, _align_up(self.header.table_offset + self._nblocks * 4, DATA_ALIGNMENT))
         for entry in self._bat:
             if entry != BAT_ENTRY_UNUSED:
                 end = max(end, entry * SECTOR_SIZE + self._slot_size)

@@ -56,7 +56,9 @@ class CopyOperation(Operation):
                 virtual_size=disk.virtual_size,
                 block_size=int(spec_opts.get("block_size") or output.DEFAULT_BLOCK[fmt]),
                 logical_sector_size=disk.logical_sector_size,
-                uuid=str(uuid.uuid4()), timestamp=int(time.time()),
+                # Explicit ids make the output reproducible (two runs, same bytes).
+                uuid=str(spec_opts.get("uuid") or uuid.uuid4()),
+                timestamp=int(spec_opts.get("timestamp") or time.time()),
                 sparse=bool(spec_opts.get("sparse")))
             spec.validate()
             state = cls.new_state(cls.kind, target, options)
@@ -190,7 +192,8 @@ class CopyOperation(Operation):
         total = windows.window_count(self.source.virtual_size)
         index = int(self.state["cursor"])
         spent = 0
-        with open_disk(self.state["partial"], resolve_parents=False) as written:
+        with open_disk(self.state["partial"], resolve_parents=False,
+                       fmt=self.spec.fmt) as written:
             while index < total and spent < budget and time.monotonic() < deadline:
                 want = self.state["digests"].get(str(index))
                 if want is not None:
@@ -244,8 +247,8 @@ class ConvertOperation(CopyOperation):
     @classmethod
     def prepare(cls, source: str, output_path: str | None = None, *, type: str = "fixed",
                 format: str | None = None, block_size: int | None = None,
-                sparse: bool = False, lenient: bool = False,
-                **unknown: Any) -> ConvertOperation:
+                sparse: bool = False, lenient: bool = False, uuid: str | None = None,
+                timestamp: int | None = None, **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
         if not output_path:
@@ -258,7 +261,7 @@ class ConvertOperation(CopyOperation):
         fmt = format or _format_from_suffix(dest)
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
-                   "lenient": lenient}
+                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
         state, disk, spec = cls._prepare_copy(source, dest, dest, options, options)
         with disk:
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])

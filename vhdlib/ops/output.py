@@ -16,6 +16,8 @@ TYPES = ("fixed", "dynamic")
 DEFAULT_BLOCK = {"vhd": 2 << 20, "vhdx": 32 << 20, "raw": 0}
 #: VHD's largest disk (VHD spec: 2040 GiB).
 VHD_MAX = 2040 << 30
+#: VHD timestamps count seconds from 2000-01-01 00:00 UTC.
+VHD_EPOCH = 946684800
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def create(path: str, spec: OutputSpec) -> Layer:
         return vhd.create(path, spec.virtual_size, disk_type,
                           block_size=spec.block_size or DEFAULT_BLOCK["vhd"],
                           sparse=spec.sparse, uuid=uuidlib.UUID(spec.uuid),
-                          timestamp=spec.timestamp)
+                          timestamp=spec.timestamp - VHD_EPOCH)
     from vhdlib import vhdx
     return vhdx.create(path, spec.virtual_size, disk_type,
                        block_size=spec.block_size or DEFAULT_BLOCK["vhdx"],

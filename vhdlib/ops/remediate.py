@@ -34,6 +34,7 @@ class RemediateOperation(CopyOperation):
     def prepare(cls, newest: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, archive: str | None = None, delete: bool = False,
                 block_size: int | None = None, sparse: bool = False, lenient: bool = False,
+                uuid: str | None = None, timestamp: int | None = None,
                 **unknown: Any) -> RemediateOperation:
         if unknown:
             raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
@@ -45,7 +46,8 @@ class RemediateOperation(CopyOperation):
         options: dict[str, Any] = {
             "newest": os.path.abspath(newest), "output": output and os.path.abspath(output),
             "type": type, "format": format, "archive": archive and os.path.abspath(archive),
-            "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient}
+            "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient,
+            "uuid": uuid, "timestamp": timestamp}
         # The destination depends on the base, known only once the chain is open.
         from vhdlib.chain import open as open_disk
         with open_disk(newest, lenient=lenient) as probe:

@@ -1,0 +1,65 @@
+"""compact: empty blocks dropped, tail blocks moved into holes, file shrinks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import vhdlib
+from tests.chains import build_chain, read_all
+from vhdlib import ops
+from vhdlib.errors import UsageError
+from vhdlib.formats import open_layer
+
+
+def test_compact_dynamic_drops_zero_blocks_and_shrinks(tmp_path: Path, fmt: str) -> None:
+    chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
+    before = os.path.getsize(chain.base)
+    result = ops.prepare("compact", str(chain.base)).run()
+    assert result["dropped_blocks"] >= 3
+    assert os.path.getsize(chain.base) < before
+    assert read_all(chain.base) == chain.ref
+    with open_layer(str(chain.base)) as layer:
+        assert [p for p in layer.check() if p.code != "warning"] == []
+
+
+def test_compact_differencing_keeps_present_zeros(tmp_path: Path, fmt: str) -> None:
+    chain = build_chain(tmp_path, fmt, children=1, writes=10)
+    # A child block holding only present zeros hides parent data: it must stay.
+    with open_layer(str(chain.newest), writable=True) as child:
+        child.write(0, bytes(4096))
+        child.flush()
+    chain.ref[0:4096] = bytes(4096)
+    ops.prepare("compact", str(chain.newest)).run()
+    assert read_all(chain.newest) == chain.ref
+
+
+def test_compact_fixed_is_refused(tmp_path: Path) -> None:
+    chain = build_chain(tmp_path, "vhd", children=0, size=8 << 20)
+    fixed = tmp_path / "fixed.vhd"
+    ops.prepare("convert", str(chain.base), str(fixed), type="fixed").run()
+    with pytest.raises(UsageError, match="fixed"):
+        ops.prepare("compact", str(fixed))
+
+
+def test_compact_moves_tail_blocks_into_holes(tmp_path: Path) -> None:
+    from tests.chains import create
+    from vhdlib.layer import DiskType
+    path = tmp_path / "holes.vhd"
+    bs = 2 << 20
+    ref = bytearray(16 * bs)
+    with create("vhd", path, 16 * bs, DiskType.DYNAMIC) as layer:
+        for i in range(16):
+            data = bytes(bs) if i % 2 == 0 else bytes([i]) * bs
+            layer.write(i * bs, data)
+            ref[i * bs:(i + 1) * bs] = data
+        layer.flush()
+    result = ops.prepare("compact", str(path)).run()
+    assert result["dropped_blocks"] == 8
+    assert result["moved_blocks"] > 0
+    with vhdlib.open(str(path)) as disk:
+        assert disk.read(0, disk.virtual_size) == ref
+    # 8 blocks of data remain: the file holds about 8 slots, not 16.
+    assert os.path.getsize(path) < 9 * (bs + 4096) + (1 << 20)
