@@ -63,7 +63,7 @@ def test_merge_refuses_dependent_children(tmp_path: Path) -> None:
     with open_layer(str(chain.base)) as base:
         create("vhd", tmp_path / "branch.avhd", None, DiskType.DIFFERENCING, parent=base).close()
     before = {p: p.read_bytes() for p in chain.paths}
-    with pytest.raises(DependentChildrenError, match="branch.avhd") as info:
+    with pytest.raises(DependentChildrenError, match=r"branch\.avhd") as info:
         ops.prepare("merge", str(chain.newest), into=str(chain.base))
     assert info.value.exit_code == 5
     assert {p: p.read_bytes() for p in chain.paths} == before
