@@ -145,6 +145,9 @@ class VhdLayer(Layer):
         except OSError as e:
             raise ImageError(f"I/O error reading the image: {e.strerror or e}", path=path) from e
 
+    def __enter__(self) -> VhdLayer:
+        return self
+
     # --- loading ------------------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:

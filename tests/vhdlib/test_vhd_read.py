@@ -66,7 +66,7 @@ def test_fat_differential_present_sectors() -> None:
     with open_layer(path) as layer:
         assert isinstance(layer, VhdLayer)
         assert layer.disk_type is DiskType.DIFFERENCING
-        present = []
+        present: list[int] = []
         for seg in layer.segments(0, layer.virtual_size):
             if seg.state is SegmentState.PRESENT:
                 present.extend(range(seg.offset // 512, seg.end // 512))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -16,7 +18,7 @@ import vhdlib
 from tests.conftest import require_tool
 from vhdlib.errors import UsageError
 from vhdlib.formats import open_layer
-from vhdlib.layer import DiskType
+from vhdlib.layer import DiskType, Layer
 from vhdlib.vhd import VhdLayer, create
 from vhdlib.vhd_structs import DynamicHeader, Footer
 
@@ -125,11 +127,10 @@ def test_differencing_size_must_match_parent(tmp_path: Path) -> None:
 def test_write_spanning_blocks_and_zeroes(tmp_path: Path, kind: str) -> None:
     size = 9 * MIB + 512 * 3
     base_data = bytearray(_pattern(size, 9))
-    parent = None
+    parent: Layer | None = None
     if kind == "differencing":
-        parent = create(tmp_path / "base.vhd", size, "dynamic")
-        parent.write(0, base_data)
-        parent.close()
+        with create(tmp_path / "base.vhd", size, "dynamic") as p:
+            p.write(0, base_data)
         parent = open_layer(str(tmp_path / "base.vhd"))
         model = bytearray(base_data)
     else:
@@ -169,7 +170,7 @@ def test_new_block_costs_three_syscalls(tmp_path: Path) -> None:
     calls: list[int] = []
     real = layer._io_write
 
-    def counting(offset: int, bufs: list[bytes]) -> None:
+    def counting(offset: int, bufs: Sequence[bytes | bytearray | memoryview]) -> None:
         calls.append(offset)
         real(offset, bufs)
 
@@ -212,7 +213,7 @@ def _pyvhdi_read(path: Path, parents: list[Path]) -> bytes:
         f = pyvhdi.file()
         f.open(str(p))
         files.append(f)
-    for child, par in zip(files, files[1:], strict=False):
+    for child, par in itertools.pairwise(files):
         child.set_parent(par)
     data = files[0].read_buffer_at_offset(files[0].get_media_size(), 0)
     for f in files:
@@ -255,7 +256,7 @@ class _Recorder:
         self.ops: list[tuple[str, int, bytes]] = []
         real_w, real_t = layer._io_write, layer._io_truncate
 
-        def w(offset: int, bufs: list[bytes]) -> None:
+        def w(offset: int, bufs: Sequence[bytes | bytearray | memoryview]) -> None:
             self.ops.append(("w", offset, b"".join(bytes(b) for b in bufs)))
             real_w(offset, bufs)
 
