@@ -23,6 +23,7 @@ class Unauthorized(ServiceError):
 
     status = 401
     code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="vhdmend"'}
 
 
 class Forbidden(ServiceError):

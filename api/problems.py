@@ -61,7 +61,8 @@ def handle(e: Exception) -> Response:
         return problem(422, "invalid_request", "Invalid request",
                        "the request does not match the schema", errors=messages)
     if isinstance(e, ServiceError):
-        return problem(e.status, e.code, type(e).__name__, e.detail)
+        return problem(e.status, e.code, type(e).__name__, e.detail,
+                       headers=getattr(e, "headers", None))
     if isinstance(e, HTTPException):
         status = e.code or 500
         headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}

@@ -1,0 +1,88 @@
+"""hosts, plan, health and metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.api.conftest import auth
+from workers import registry
+
+
+def test_hosts_lists_workers_roots_space_and_running_jobs(client, store, tmp_path):
+    registry.register(store.r, store.p, "h1", "w1", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    registry.register(store.r, store.p, "h1", "w2", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    registry.register(store.r, store.p, "h2", "w3", {"b": str(tmp_path)}, ttl=60, queue="q2")
+    job = client.post("/v1/jobs", json={"type": "compact", "host": "h1", "root": "vms",
+                                        "path": "d.vhd"}, headers=auth()).json
+    store.transition(job["id"], ["queued"], "running")
+    items = client.get("/v1/hosts", headers=auth("reader")).json["items"]
+    assert [h["host"] for h in items] == ["h1", "h2"]
+    h1 = items[0]
+    assert len(h1["workers"]) == 2 and h1["running_jobs"] == [job["id"]]
+    assert h1["roots"]["vms"]["free_bytes"] > 0
+    assert h1["last_heartbeat"].endswith("Z")
+
+
+def _answer_plans(store, state="succeeded"):
+    def run(job_id, host):
+        def later():
+            time.sleep(0.05)
+            store.transition(job_id, None, state, set_fields={
+                "plan": {"operation": "compact", "steps": []} if state == "succeeded" else None,
+                "error": {"type": "not_a_disk", "title": "NotADiskError",
+                          "detail": "no such file"} if state == "failed" else None})
+        threading.Thread(target=later).start()
+    return run
+
+
+def test_plan_waits_for_the_worker(app, client, store):
+    app.extensions["vhdmend_dispatch"] = _answer_plans(store)
+    resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
+                                         "operation": "compact"}, headers=auth("reader"))
+    assert resp.status_code == 200
+    assert resp.json["plan"]["operation"] == "compact" and resp.json["job_id"]
+
+
+def test_plan_failure_is_a_problem(app, client, store):
+    app.extensions["vhdmend_dispatch"] = _answer_plans(store, "failed")
+    resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
+                                         "operation": "compact"}, headers=auth())
+    assert resp.status_code == 422 and resp.json["type"].endswith("/not_a_disk")
+
+
+def test_plan_timeout_is_202_with_location(client):
+    resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
+                                         "operation": "convert",
+                                         "options": {"output": "o.vhd"}}, headers=auth())
+    assert resp.status_code == 202 and resp.headers["Location"].startswith("/v1/jobs/")
+
+
+def test_plan_rejects_bad_options(client):
+    resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
+                                         "operation": "convert", "options": {}}, headers=auth())
+    assert resp.status_code == 422
+
+
+def test_health_and_readiness(client, store, monkeypatch):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+    def down():
+        raise ConnectionError("refused")
+    monkeypatch.setattr(store.r, "ping", down)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.content_type == "application/problem+json"
+
+
+def test_metrics_in_prometheus_text(client, store):
+    client.post("/v1/jobs", json={"type": "compact", "host": "h1", "root": "r",
+                                  "path": "d.vhd"}, headers=auth())
+    store.observe_chunk(0.7, 1000)
+    store.count("webhook_failures")
+    text = client.get("/metrics", headers=auth("reader")).get_data(as_text=True)
+    assert 'vhdmend_jobs{state="queued"} 1' in text
+    assert "vhdmend_bytes_processed_total 1000" in text
+    assert 'vhdmend_chunk_seconds_bucket{le="1.0"} 1' in text
+    assert 'vhdmend_chunk_seconds_bucket{le="0.5"} 0' in text
+    assert "vhdmend_webhook_failures_total 1" in text
