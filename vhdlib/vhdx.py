@@ -393,7 +393,7 @@ class VhdxLayer(Layer):
 
     def _bitmap_count(self) -> int:
         """Sector-bitmap entries present in this BAT layout."""
-        return (self.bat_count + 1) // (self.chunk_ratio + 1) if self.bat_count else 0
+        return self.bat_count // (self.chunk_ratio + 1)
 
     def payload_state(self, block: int) -> int:
         return S.bat_state(self.bat[self._bat_index(block)])
