@@ -304,8 +304,9 @@ class VhdLayer(Layer):
                                      f"(+{loc.data_length}) is outside the file; ignored")
                 continue
             # "data length" bytes, whatever the space unit (Windows writes bytes).
-            self._meta.append((loc.data_offset, loc.data_offset + max(
-                loc.data_length, min(loc.space_bytes(), size - loc.data_offset))))
+            # Only the bytes read count as metadata: the space field's unit is ambiguous.
+            self._meta.append((loc.data_offset,
+                               loc.data_offset + _align_up(loc.data_length, SECTOR_SIZE)))
             raw = self._pread(loc.data_length, loc.data_offset)
             if loc.platform_code in (PLATFORM_CODE_W2RU, PLATFORM_CODE_W2KU):
                 text = raw.decode("utf-16-le", errors="replace")
