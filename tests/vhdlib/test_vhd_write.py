@@ -363,3 +363,19 @@ def test_random_writes_match_model(ops: list[tuple[str, int, int, int]],
         if parent is not None:
             parent.close()
         assert _read_all(Path(d) / "c.vhd") == bytes(model)
+
+
+@pytest.mark.libvhdi
+def test_dynamic_partial_bitmap_reads_like_libvhdi(tmp_path: Path) -> None:
+    """Clear bits of a dynamic block read zero (libvhdi, the spec); qemu ignores bitmaps.
+    The real images never show the difference: their bitmaps are all ones."""
+    path = tmp_path / "bm.vhd"
+    with create(path, CHS_EXACT, "dynamic") as layer:
+        layer.write(0, b"\x55" * (2 * MIB))
+        slot = layer.bat[0] * 512
+    with open(path, "r+b") as f:
+        f.seek(slot)
+        f.write(b"\x0f" + b"\xff" * 511)  # sectors 0-3 not present
+    ours = _read_all(path)
+    assert ours[:2048] == bytes(2048) and ours[2048:4096] == b"\x55" * 2048
+    assert _pyvhdi_read(path, [])[:2 * MIB] == ours[:2 * MIB]
