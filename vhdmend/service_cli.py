@@ -1,0 +1,334 @@
+"""Service commands of the ``vhdmend`` CLI: ``up``, ``serve``, ``worker``, ``submit``,
+``status``, ``watch``.
+
+Flask, Celery and Redis are imported inside the handlers only, so ``vhdmend info`` never
+pays for them. Client commands talk HTTP with the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 69, 130
+
+
+def add_commands(sub: Any) -> None:
+    """Register the service commands on the CLI's subparsers."""
+    p = sub.add_parser("up", help="single machine: Redis, the API and one worker")
+    p.add_argument("--root", action="append", required=True, metavar="NAME=PATH",
+                   help="a storage root for the local worker (repeatable)")
+    p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    p.add_argument("--host-name", default="local", help="the worker's host name")
+    p.add_argument("--state-dir", default=None,
+                   help="Redis data (AOF) and logs (default ~/.local/state/vhdmend)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("serve", help="run the HTTP API (gunicorn)")
+    p.add_argument("--bind", default="127.0.0.1:8080")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn processes")
+    p.add_argument("--threads", type=int, default=8, help="threads per process")
+    p.add_argument("--dev", action="store_true", help="Werkzeug's server, not gunicorn")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run the Celery worker of a storage host")
+    p.add_argument("--host", required=True, dest="worker_host", metavar="NAME",
+                   help="this storage host's name (its queue is vhdmend.NAME)")
+    p.add_argument("--root", action="append", required=True, metavar="NAME=PATH")
+    p.add_argument("--concurrency", type=int, default=2, help="jobs at once")
+    p.add_argument("--pool", default=None, help="Celery pool (default prefork; solo on Windows)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    def client_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default=os.environ.get("VHDMEND_URL", DEFAULT_URL))
+        p.add_argument("--token", default=os.environ.get("VHDMEND_API_TOKEN"),
+                       help="bearer token (default $VHDMEND_API_TOKEN)")
+
+    p = sub.add_parser("submit", help="submit a job over HTTP")
+    p.add_argument("type", choices=["inspect", "plan", "merge", "compact", "convert",
+                                    "remediate"])
+    p.add_argument("path", help="path relative to the root")
+    p.add_argument("--host", dest="job_host", default="local")
+    p.add_argument("--root", dest="job_root", required=True)
+    p.add_argument("--operation", help="plan: the operation to plan")
+    p.add_argument("--output")
+    p.add_argument("--into")
+    p.add_argument("--archive")
+    p.add_argument("--delete", action="store_true", default=None)
+    p.add_argument("--force", action="store_true", default=None)
+    p.add_argument("--disk-type", dest="disk_type", choices=["fixed", "dynamic"])
+    p.add_argument("--format", choices=["vhd", "vhdx", "raw"])
+    p.add_argument("--external-ref")
+    p.add_argument("--callback-url")
+    p.add_argument("--callback-secret")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--watch", action="store_true", help="then show progress until done")
+    client_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show a job, or list jobs")
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--state")
+    p.add_argument("--host", dest="job_host")
+    client_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("watch", help="show a job's progress until it finishes")
+    p.add_argument("job_id")
+    p.add_argument("--interval", type=float, default=0.5)
+    client_args(p)
+    p.set_defaults(func=cmd_watch)
+
+
+# --- HTTP client -------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('title', '')}: {body.get('detail', '')}")
+        self.status, self.body = status, body
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """One API request; returns ``(json, headers)`` or raises :class:`ApiError`."""
+    hdrs = {"Accept": "application/json", **(headers or {})}
+    if args.token:
+        hdrs["Authorization"] = f"Bearer {args.token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    req = urllib.request.Request(args.url.rstrip("/") + path, data=data, headers=hdrs,
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read() or b"{}"), dict(resp.headers)
+    except urllib.error.HTTPError as e:
+        try:
+            problem = json.loads(e.read() or b"{}")
+        except ValueError:
+            problem = {"title": e.reason}
+        raise ApiError(e.code, problem) from e
+
+
+def _client(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except ApiError as e:
+            print(f"vhdmend: {e}", file=sys.stderr)
+            for field, msgs in (e.body.get("errors") or {}).items():
+                print(f"  {field}: {msgs}", file=sys.stderr)
+            return EXIT_USAGE if 400 <= e.status < 500 else EXIT_UNAVAILABLE
+        except urllib.error.URLError as e:
+            print(f"vhdmend: cannot reach {args.url}: {e.reason}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    wrapped.__doc__ = func.__doc__
+    return wrapped
+
+
+@_client
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``vhdmend submit TYPE PATH --root R``: POST /v1/jobs, print the job id."""
+    options: dict[str, Any] = {}
+    for key in ("output", "into", "archive", "delete", "force", "format"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.disk_type:
+        options["type"] = args.disk_type
+    if args.type == "plan":
+        options["operation"] = args.operation or "remediate"
+    body: dict[str, Any] = {"type": args.type, "host": args.job_host, "root": args.job_root,
+                            "path": args.path, "options": options}
+    if args.external_ref:
+        body["external_ref"] = args.external_ref
+    if args.callback_url:
+        body["callback"] = {"url": args.callback_url, "secret": args.callback_secret or ""}
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    job, _ = call(args, "POST", "/v1/jobs", body, headers)
+    print(job["id"])
+    if args.watch:
+        args.job_id, args.interval = job["id"], 0.5
+        return int(cmd_watch(args))
+    return EXIT_OK
+
+
+@_client
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print one job as JSON, or a table of jobs."""
+    if args.job_id:
+        job, _ = call(args, "GET", f"/v1/jobs/{args.job_id}")
+        print(json.dumps(job, indent=2))
+        return EXIT_OK
+    query = "&".join(f"{k}={v}" for k, v in (("state", args.state), ("host", args.job_host))
+                     if v)
+    page, _ = call(args, "GET", "/v1/jobs" + (f"?{query}" if query else ""))
+    for job in page["items"]:
+        pct = (job.get("progress") or {}).get("percent")
+        print(f"{job['id']}  {job['type']:<9} {job['state']:<10} "
+              f"{'' if pct is None else f'{pct:5.1f}%':>6}  {job['host']}:{job['root']}/"
+              f"{job['path']}")
+    return EXIT_OK
+
+
+@_client
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Poll a job and draw its progress until it finishes; exit 0 only on success."""
+    from vhdlib.progress import Progress
+    from vhdmend.progressbar import ProgressReporter
+    bar = ProgressReporter()
+    last_state = None
+    while True:
+        job, _ = call(args, "GET", f"/v1/jobs/{args.job_id}")
+        if job["state"] != last_state:
+            last_state = job["state"]
+            print(f"\n{job['id']}: {job['state']}"
+                  + (f" ({job['reason']})" if job.get("reason") else ""), file=sys.stderr)
+        p = job.get("progress")
+        if p:
+            bar(Progress(job["type"], job.get("phase") or "", int(p.get("phase_done", 0)),
+                         int(p.get("phase_total", 0)), int(p["done"]), int(p["total"])))
+        if job["state"] in ("succeeded", "failed", "cancelled", "paused"):
+            print(file=sys.stderr)
+            print(json.dumps({k: job[k] for k in ("id", "state", "result", "error")}, indent=2))
+            return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED,
+                    "paused": EXIT_OK}.get(job["state"], EXIT_FAILED)
+        time.sleep(args.interval)
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+def _roots_env(specs: list[str]) -> str:
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not os.path.isdir(path):
+            raise SystemExit(f"vhdmend: --root {spec!r}: expected NAME=PATH of a directory")
+    return ",".join(f"{s.partition('=')[0]}={os.path.abspath(s.partition('=')[2])}"
+                    for s in specs)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API: gunicorn (threads) in production, Werkzeug with ``--dev``."""
+    if not args.dev and shutil.which("gunicorn"):
+        argv = ["gunicorn", "--bind", args.bind, "--workers", str(args.workers),
+                "--threads", str(args.threads), "--worker-class", "gthread",
+                "--access-logfile", "-", "api:create_app()"]
+        os.execvp(argv[0], argv)
+    from api import create_app
+    host, _, port = args.bind.rpartition(":")
+    create_app().run(host=host or "127.0.0.1", port=int(port), threaded=True)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run this host's Celery worker on its own queue."""
+    os.environ["VHDMEND_HOST"] = args.worker_host
+    os.environ["VHDMEND_ROOTS"] = _roots_env(args.root)
+    from workers.celery_app import app, queue_for
+    pool = args.pool or ("solo" if sys.platform == "win32" else "prefork")
+    argv = ["worker", "-Q", queue_for(args.worker_host), f"--pool={pool}",
+            f"--concurrency={1 if pool == 'solo' else args.concurrency}",
+            f"--loglevel={args.loglevel}", "-n", f"{args.worker_host}@%h"]
+    app.worker_main(argv)
+    return EXIT_OK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(state_dir: str, port: int) -> subprocess.Popen[bytes]:
+    """A local redis-server with AOF in ``state_dir``; raises SystemExit when missing."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("vhdmend up: redis-server not found. Install it (Debian/Ubuntu: "
+                         "'apt-get install redis-server'; macOS: 'brew install redis') or run "
+                         "the API and workers against an existing Redis with 'vhdmend serve' "
+                         "and 'vhdmend worker' (VHDMEND_REDIS_URL).")
+    with open(os.path.join(state_dir, "redis.log"), "ab") as logf:
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", state_dir,
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--protected-mode", "yes"], stdout=logf, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"vhdmend up: redis-server did not start; see {state_dir}/redis.log")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Redis + one worker + the API on one machine; Ctrl-C stops everything."""
+    state_dir = args.state_dir or os.path.join(os.path.expanduser("~"), ".local", "state",
+                                               "vhdmend")
+    os.makedirs(state_dir, exist_ok=True)
+    roots = _roots_env(args.root)
+    token = os.environ.get("VHDMEND_API_TOKEN") or secrets.token_urlsafe(24)
+    redis_port = free_port()
+    redis_proc = start_redis(state_dir, redis_port)
+    env = {**os.environ, "VHDMEND_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "VHDMEND_HOST": args.host_name, "VHDMEND_ROOTS": roots,
+           "VHDMEND_API_TOKEN": token,
+           "VHDMEND_WEBHOOK_ALLOW_HOSTS": os.environ.get("VHDMEND_WEBHOOK_ALLOW_HOSTS",
+                                                         "127.0.0.1,localhost")}
+    os.environ.update(env)
+    pool = "solo" if sys.platform == "win32" else "prefork"
+    with open(os.path.join(state_dir, "worker.log"), "ab") as logf:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
+             f"vhdmend.{args.host_name}", f"--pool={pool}", "--concurrency=1",
+             "--loglevel=info", "-n", f"{args.host_name}@%h"],
+            env=env, stdout=logf, stderr=subprocess.STDOUT)
+    children = [worker, redis_proc]
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        from werkzeug.serving import make_server
+
+        from api import create_app
+        server = make_server("127.0.0.1", args.port, create_app(), threaded=True)
+        url = f"http://127.0.0.1:{args.port}"
+        print(f"vhdmend is up: {url}  (docs {url}/docs)", flush=True)
+        print(f"token: {token}", flush=True)
+        print(f"export VHDMEND_URL={url} VHDMEND_API_TOKEN={token}", flush=True)
+        print(f"logs and Redis data: {state_dir}", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        for proc in children:
+            proc.terminate()
+        for proc in children:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return EXIT_OK
