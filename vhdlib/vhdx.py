@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import os
 import sys
 from collections import OrderedDict
@@ -258,7 +259,7 @@ class VhdxLayer(Layer):
                                  f"({size})", path=self.path)
             spans.append((e.file_offset, e.file_offset + e.length, str(e.guid)))
         spans.sort()
-        for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:], strict=False):
+        for (a0, a1, an), (b0, b1, bn) in itertools.pairwise(spans):
             if b0 < a1:
                 raise ImageError(f"regions overlap: {an} [{a0}, {a1}) and {bn} [{b0}, {b1}) "
                                  "(MS-VHDX 2.2.3)", path=self.path)
@@ -583,7 +584,7 @@ class VhdxLayer(Layer):
         if not self._session_open:
             changes: dict[str, Any] = {"file_write_guid": self._new_guid(),
                                        "log_guid": self._new_guid()}
-            if data:
+            if data and not self._data_changed:
                 changes["data_write_guid"] = self._new_guid()
                 self._data_changed = True
             self._write_headers(**changes)
@@ -594,6 +595,15 @@ class VhdxLayer(Layer):
         elif data and not self._data_changed:
             self._write_headers(data_write_guid=self._new_guid())
             self._data_changed = True
+
+    def keep_data_write_guid(self) -> None:
+        """Write data in this open without renewing DataWriteGuid (MS-VHDX 2.2.2).
+
+        For an in-place merge only: the children being merged link to this id and must
+        keep reading the chain (a cancelled merge leaves it reading as before). The merge
+        renews the id with :meth:`finalize` before it retires them.
+        """
+        self._data_changed = True
 
     def _set_bat(self, index: int, value: int) -> None:
         self.bat[index] = value
@@ -752,7 +762,7 @@ class VhdxLayer(Layer):
             self._set_bat(sb_idx, S.bat_entry(S.SB_BLOCK_PRESENT, off))
         loc = self._bitmap_location(block)
         assert loc is not None
-        slice_off, slice_len = loc
+        slice_off, _ = loc
         first_bit = lo // sector
         count = (hi - lo) // sector
         # Bits are LSB-first; the block's slice starts on a byte boundary.
@@ -833,9 +843,8 @@ class VhdxLayer(Layer):
         self._require_writable()
         self._commit_metadata()
         os.fsync(self._fd)
-        if os.fstat(self._fd).st_size > self._alloc_end:
-            os.ftruncate(self._fd, self._alloc_end)
-        elif os.fstat(self._fd).st_size < self._alloc_end:
+        # Trim an orphan tail (or restore a short file) so the size is a function of the BAT.
+        if os.fstat(self._fd).st_size != self._alloc_end:
             os.ftruncate(self._fd, self._alloc_end)
         os.fsync(self._fd)
         fwg = _derive_guid(seed, b"file_write_guid")

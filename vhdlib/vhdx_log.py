@@ -100,12 +100,12 @@ def read_entry(read: Callable[[int, int], bytes], log_offset: int, log_length: i
         at = LOG_ENTRY_HEADER_SIZE + DESCRIPTOR_SIZE * i
         sig = bytes(raw[at:at + 4])
         if sig == ZERO_DESC_SIGNATURE:
-            z = ZeroDescriptor.parse(raw[at:at + DESCRIPTOR_SIZE])
+            z = ZeroDescriptor.parse(bytes(raw[at:at + DESCRIPTOR_SIZE]))
             if z.sequence_number != hdr.sequence_number:
                 return None
             entry.writes.append((z.file_offset, z.zero_length))
         elif sig == DATA_DESC_SIGNATURE:
-            d = DataDescriptor.parse(raw[at:at + DESCRIPTOR_SIZE])
+            d = DataDescriptor.parse(bytes(raw[at:at + DESCRIPTOR_SIZE]))
             if d.sequence_number != hdr.sequence_number:
                 return None
             if (data_index + 1) * LOG_SECTOR_SIZE > hdr.entry_length:

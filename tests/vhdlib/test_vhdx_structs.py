@@ -10,8 +10,8 @@ from vhdlib import vhdx_structs as S
 
 
 def test_guid_constants_have_the_spec_values():
-    assert S.BAT_REGION_GUID == UUID("2dc27766-f623-4200-9d64-115e9bfd4a08")
-    assert S.METADATA_REGION_GUID == UUID("8b7ca206-4790-4b9a-b8fe-575f050f886e")
+    assert UUID("2dc27766-f623-4200-9d64-115e9bfd4a08") == S.BAT_REGION_GUID
+    assert UUID("8b7ca206-4790-4b9a-b8fe-575f050f886e") == S.METADATA_REGION_GUID
     assert S.PAYLOAD_BLOCK_FULLY_PRESENT == 6
     assert S.PAYLOAD_BLOCK_PARTIALLY_PRESENT == 7
     # GUIDs are stored mixed-endian: the first three fields little-endian.
