@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from vhdlib.errors import UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
-from vhdlib.ops.operation import Operation, step
+from vhdlib.ops.operation import Operation, seed_of, step
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class CompactOperation(Operation):
             state = cls.new_state(cls.kind, path, {"path": os.path.abspath(path),
                                                    "lenient": lenient})
             state["format"] = layer.format
+            state["seed"] = seed_of(cls.kind, [layer])
             allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
             plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
                         [os.path.abspath(path)])
@@ -165,7 +166,7 @@ class CompactOperation(Operation):
             assert self.layer is not None
             finalize = getattr(self.layer, "finalize", None)
             if finalize is not None:
-                finalize(self.state["id"].encode())
+                finalize(bytes.fromhex(self.state["seed"]))
             self.next_phase()
 
     def result(self) -> dict[str, Any]:

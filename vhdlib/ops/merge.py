@@ -21,7 +21,7 @@ from vhdlib.extents import ExtentKind
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import retire
-from vhdlib.ops.operation import Operation, step
+from vhdlib.ops.operation import Operation, seed_of, step
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class MergeOperation(Operation):
             state["levels"] = levels
             state["inputs"] = [layer.identity().to_dict() for layer in children]
             state["ancestor_id"] = str(ancestor.link_id)
+            state["seed"] = seed_of(cls.kind, [ancestor, *children])
             state["archive_dir"] = state["options"]["archive"] or os.path.join(
                 os.path.dirname(os.path.abspath(target)), f"vhdmend-archive-{state['id'][:8]}")
             # Disks that change: the ancestor (content) and the merged children (retired).
@@ -233,9 +234,11 @@ class MergeOperation(Operation):
         merged = self.state["chain"][:levels]
         self.irreversible("retire")
         with open_layer(self.state["options"]["into"], writable=True) as anc:
-            renew = getattr(anc, "renew_data_write_guid", None)
-            if renew is not None:
-                renew()
+            finalize = getattr(anc, "finalize", None)
+            if finalize is not None:
+                # VHDX: a new DataWriteGuid (the content changed), derived from the seed so
+                # a resumed merge ends bit-identical; idempotent if repeated after a kill.
+                finalize(bytes.fromhex(self.state["seed"]))
             anc.flush()
         if not self.state["options"]["delete"]:
             for path in merged:

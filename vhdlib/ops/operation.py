@@ -10,6 +10,7 @@ journal, which is why a resumed run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import time
@@ -65,6 +66,19 @@ def verify_identity(expected: dict[str, Any], *, lenient: bool = False) -> None:
         detail = ", ".join(f"{n} {getattr(want, n)} -> {getattr(got, n)}" for n in changed)
         raise ChangedInputError(f"input changed since the operation started: {detail}",
                                 path=want.path)
+
+
+def seed_of(kind: str, layers: list[Layer]) -> str:
+    """A seed for the ids an in-place operation must generate (hex).
+
+    Derived from the inputs' ids and structure checksums, so two runs of the same
+    operation on the same files (or a run and its resumption) write the same bytes.
+    """
+    h = hashlib.sha256(kind.encode())
+    for layer in layers:
+        h.update(layer.link_id.bytes)
+        h.update(layer.structure_checksum().encode())
+    return h.hexdigest()[:32]
 
 
 class Operation(ABC):
