@@ -138,6 +138,7 @@ class VhdLayer(Layer):
         self._locator_paths: list[tuple[str, str]] = []
         self._bat_problems: list[Problem] = []
         self._header_checksum_bad = False
+        self._space_end = 0
         try:
             self._load()
         except (ValueError, OverflowError, EOFError) as e:
@@ -304,9 +305,13 @@ class VhdLayer(Layer):
                                      f"(+{loc.data_length}) is outside the file; ignored")
                 continue
             # "data length" bytes, whatever the space unit (Windows writes bytes).
-            # Only the bytes read count as metadata: the space field's unit is ambiguous.
+            # Only the bytes read count as metadata (overlap checks): the space field's unit
+            # is ambiguous. The reserved space still bounds where the first slot goes (our
+            # W2ru reserves 64 KiB), so a post-crash allocation lands where create's did.
             self._meta.append((loc.data_offset,
                                loc.data_offset + _align_up(loc.data_length, SECTOR_SIZE)))
+            self._space_end = max(self._space_end, min(size, loc.data_offset
+                                                       + loc.space_bytes()))
             raw = self._pread(loc.data_length, loc.data_offset)
             if loc.platform_code in (PLATFORM_CODE_W2RU, PLATFORM_CODE_W2KU):
                 text = raw.decode("utf-16-le", errors="replace")
@@ -379,7 +384,7 @@ class VhdLayer(Layer):
         Hyper-V does: dynamic.vhd's block 0 at sector 15), so the slot a repair or an
         allocation picks after a crash is the one an uninterrupted run picked.
         """
-        end = max(e for _, e in self._meta)
+        end = max(max(e for _, e in self._meta), self._space_end)
         assert self.header is not None
         end = max(end, _align_up(self.header.table_offset + self._nblocks * 4, DATA_ALIGNMENT))
         for entry in self._bat:
