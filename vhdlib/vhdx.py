@@ -196,7 +196,11 @@ class VhdxLayer(Layer):
 
         seq = vhdx_log.find_active_sequence(raw_read, h.log_offset, h.log_length, h.log_guid)
         if not seq:
-            return  # LogGuid set but no entry carries it: nothing to replay (2.3.3)
+            # LogGuid set but no entry carries it (a kill right after the header update):
+            # nothing to replay (2.3.3). A writable open marks the log clean.
+            if self.writable:
+                self._write_headers(log_guid=S.ZERO_GUID)
+            return
         try:
             vhdx_log.validate_sequence(seq, os.fstat(self._fd).st_size, h.log_offset,
                                        h.log_length)
