@@ -88,7 +88,7 @@ def test_operations_preserve_content(fmt: str, layers: int, writes: list[tuple[i
 def _model(layers: int, writes: list[tuple[int, int, int, int]]) -> bytearray:
     """What the chain must read: writes applied oldest layer first, in order within one."""
     ref = bytearray(SIZE)
-    for index, first, count, fill in sorted(writes, key=lambda w: min(w[0], layers - 1)):
+    for _layer, first, count, fill in sorted(writes, key=lambda w: min(w[0], layers - 1)):
         count = min(count, SECTORS - first)
         ref[first * 512:(first + count) * 512] = bytes([fill]) * (count * 512)
     return ref
