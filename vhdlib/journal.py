@@ -7,6 +7,8 @@ mix. The journal is the single source of truth for resuming.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from typing import Any
@@ -77,6 +79,37 @@ def refuse_if_present(target: str) -> None:
         raise OperationInProgressError(
             f"an unfinished operation's journal exists ({jp}); run 'vhdmend resume {jp}' "
             "or 'vhdmend check --repair' first", path=target)
+
+
+class RunLock:
+    """Exclusive hold on an operation while a process runs it (``<journal>.lock``).
+
+    ``flock`` dies with its process, so a ``kill -9`` frees it at once; a second process
+    (a duplicate ``resume``, a redelivered task) is refused instead of racing the first.
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self.path = journal_path + ".lock"
+        self.fd = -1
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(fd)
+            raise OperationInProgressError(
+                "another process is running this operation right now", path=self.path) from e
+        self.fd = fd
+
+    def release(self, *, remove_file: bool) -> None:
+        if self.fd < 0:
+            return
+        if remove_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = -1
 
 
 def remove(path: str) -> None:

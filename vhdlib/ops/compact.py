@@ -93,6 +93,7 @@ class CompactOperation(Operation):
                                                    "lenient": lenient})
             state["format"] = layer.format
             state["seed"] = seed_of(cls.kind, [layer])
+            state["output"] = {"path": os.path.abspath(path), "uuid": str(layer.link_id)}
             allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
             plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
                         [os.path.abspath(path)])

@@ -65,6 +65,7 @@ class CopyOperation(Operation):
             state["inputs"] = [layer.identity().to_dict() for layer in disk.layers]
             state["chain"] = [os.path.abspath(p) for p in disk.chain]
             state["output_spec"] = spec.to_dict()
+            state["output"] = {"path": os.path.abspath(dest), "uuid": spec.uuid}
             state["destination"] = os.path.abspath(dest)
             state["partial"] = os.path.abspath(dest) + PARTIAL
             state["digests"] = {}

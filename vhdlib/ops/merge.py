@@ -16,7 +16,13 @@ from typing import Any, ClassVar
 
 from vhdlib.chain import Disk, check_sizes
 from vhdlib.chain import open as open_disk
-from vhdlib.errors import DependentChildrenError, UnsupportedError, UsageError, VhdlibError
+from vhdlib.errors import (
+    ChangedInputError,
+    DependentChildrenError,
+    UnsupportedError,
+    UsageError,
+    VhdlibError,
+)
 from vhdlib.extents import ExtentKind
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
@@ -99,6 +105,7 @@ class MergeOperation(Operation):
             state["inputs"] = [layer.identity().to_dict() for layer in children]
             state["ancestor_id"] = str(ancestor.link_id)
             state["seed"] = seed_of(cls.kind, [ancestor, *children])
+            state["output"] = {"path": os.path.abspath(target), "uuid": str(ancestor.link_id)}
             state["archive_dir"] = state["options"]["archive"] or os.path.join(
                 os.path.dirname(os.path.abspath(target)), f"vhdmend-archive-{state['id'][:8]}")
             # Disks that change: the ancestor (content) and the merged children (retired).
@@ -163,6 +170,11 @@ class MergeOperation(Operation):
             raise UnsupportedError("the chain changed since the merge started",
                                    path=self.state["chain"][0])
         self.ancestor = open_layer(self.state["options"]["into"], writable=True)
+        if str(self.ancestor.link_id) != self.state["ancestor_id"]:
+            raise ChangedInputError(
+                f"the ancestor's id changed since the merge started: "
+                f"{self.state['ancestor_id']} -> {self.ancestor.link_id}",
+                path=self.ancestor.path)
         keep = getattr(self.ancestor, "keep_data_write_guid", None)
         if keep is not None:
             # The children link to the ancestor's id; keep it until they are retired so

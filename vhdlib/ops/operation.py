@@ -142,6 +142,23 @@ class Operation(ABC):
         """
         self._progress_cb = progress
         self._before_irreversible = before_irreversible
+        lock = journal.RunLock(self.journal_path)
+        lock.acquire()
+        finished = False
+        try:
+            outcome = self._run_locked(cancel, pause, on_checkpoint, fence, chunk_bytes,
+                                       chunk_seconds)
+            finished = outcome["status"] == "done"
+            return outcome
+        except Cancelled:
+            finished = True
+            raise
+        finally:
+            lock.release(remove_file=finished or not os.path.exists(self.journal_path))
+
+    def _run_locked(self, cancel: CancelCheck | None, pause: CancelCheck | None,
+                    on_checkpoint: CheckpointCallback | None, fence: int | None,
+                    chunk_bytes: int, chunk_seconds: float) -> dict[str, Any]:
         fence = fence if fence is not None else self.resume_fence
         if fence is not None:
             self._take_fence(fence)
