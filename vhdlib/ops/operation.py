@@ -180,6 +180,11 @@ class Operation(ABC):
                 if pause is not None and pause():
                     return {"status": "paused", "journal": self.journal_path}
             result = self.result()
+        except InsufficientSpaceError as e:
+            raise InsufficientSpaceError(
+                f"{e.message}; the journal is kept: free space and run "
+                f"'vhdmend resume {self.journal_path}'", path=e.path, needed=e.needed,
+                available=e.available) from e
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientSpaceError(
