@@ -52,7 +52,7 @@ def test_metadata_of_dissect_images(real_image):
         assert lay.disk_type is DiskType.DYNAMIC and lay.chunk_ratio == 0x80
 
 
-def test_disk2vhd_identical_headers(real_image):
+def test_header_sequence_numbers_and_states(real_image):
     with open_layer(str(real_image("qemu-iotests/iotest-dynamic-1G.vhdx"))) as lay:
         assert lay.info()["header_sequence_numbers"] == [14, 15]
         assert lay.info()["bat_states"] == {"fully_present": 3, "zero": 29}
