@@ -36,9 +36,13 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
         store = JobStore(runtime.client(settings), prefix=settings.prefix,
                          retry_seconds=2.0, webhook_progress_step=settings.webhook_progress_step)
     if dispatch is None:
+        producer: list[Any] = []
+
         def dispatch(job_id: str, host: str) -> None:
-            from workers.celery_app import send_job
-            send_job(job_id, host)
+            from workers.celery_app import make_app, send_job
+            if not producer:
+                producer.append(make_app(settings.redis_url))
+            send_job(job_id, host, celery=producer[0])
     app.extensions["vhdmend_store"] = store
     app.extensions["vhdmend_dispatch"] = dispatch
 

@@ -24,8 +24,14 @@ def queue_for(host: str) -> str:
     return f"vhdmend.{host}"
 
 
-app = Celery("vhdmend", broker=settings.redis_url, include=["workers.tasks"])
-app.conf.update(
+def make_app(broker_url: str) -> Celery:
+    """A Celery app on ``broker_url`` with the settings below (the API makes its own)."""
+    celery = Celery("vhdmend", broker=broker_url, include=["workers.tasks"])
+    celery.conf.update(CONF)
+    return celery
+
+
+CONF = dict(
     # Ack after the task returns, not on receipt: a worker that dies mid-job leaves the
     # message unacked so it is delivered again (the job resumes from its checkpoint).
     task_acks_late=True,
@@ -61,10 +67,12 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
+app = make_app(settings.redis_url)
 
-def send_job(job_id: str, host: str) -> None:
+
+def send_job(job_id: str, host: str, *, celery: Celery | None = None) -> None:
     """Nudge the worker of ``host`` to look at job ``job_id``."""
-    app.send_task("vhdmend.run_job", args=[job_id], queue=queue_for(host))
+    (celery or app).send_task("vhdmend.run_job", args=[job_id], queue=queue_for(host))
     log.debug("job %s: nudged queue %s", job_id, queue_for(host))
 
 
