@@ -1,0 +1,140 @@
+"""Lock (real Redis), fencing of a stolen lease, path confinement, webhook signatures."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import uuid
+
+import pytest
+
+from tests.workers.conftest import random_file, wait_for
+from workers import paths, webhooks
+from workers.config import load
+from workers.errors import PathRefused, UnknownRoot
+from workers.jobstore import JobStore, new_job
+from workers.lock import ChainLock
+
+
+@pytest.fixture
+def r(redis_server):
+    return redis_server.client()
+
+
+def test_lock_is_token_owned_fenced_and_compare_and_delete(r):
+    ident = uuid.uuid4().hex
+    a = ChainLock(r, ident, lease_seconds=5)
+    held = a.acquire("job-a")
+    assert held is not None and held.fence == 1 and a.holder() == "job-a"
+    assert a.acquire("job-b") is None                  # held
+    assert a.renew(held) and a.still_current(held)
+    r.delete(a.key)                                    # the lease lapses...
+    b = ChainLock(r, ident, lease_seconds=5)
+    held_b = b.acquire("job-b")                        # ...and another takes over
+    assert held_b is not None and held_b.fence == 2
+    assert not a.renew(held) and not a.still_current(held)
+    assert not a.release(held)                         # never frees another's lock
+    assert b.holder() == "job-b" and b.release(held_b) and b.holder() is None
+
+
+def test_a_stolen_lease_is_caught_by_the_fence(redis_server, tmp_path, monkeypatch):
+    # Given a job running in-process on the stub engine, slowly
+    from workers.tasks import JobRun
+    monkeypatch.setenv("VHDMEND_STUB_DELAY", "0.05")
+    root = tmp_path / "root"
+    root.mkdir()
+    random_file(root / "disk.bin", 2 << 20)
+    prefix = f"f{uuid.uuid4().hex[:6]}"
+    settings = load({}, redis_url=redis_server.url, prefix=prefix, roots={"vms": str(root)},
+                    ops_backend="stub", chunk_bytes=128 << 10, lease_seconds=30,
+                    progress_interval=0.0)
+    store = JobStore(redis_server.client(), prefix=prefix)
+    job, _ = store.create(new_job("convert", "h1", "vms", "disk.bin",
+                                  options={"output": "out.bin"}))
+    run = JobRun(job.id, store, settings)
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(run.run()))
+    thread.start()
+    wait_for(lambda: (store.get(job.id).progress or {}).get("percent", 0) > 50, 20)
+    # When its chain lock lapses and a second executor takes it (fence + 1) and records
+    # its fence in the journal, as a resumed engine does
+    lock = ChainLock(redis_server.client(), store.get(job.id).lock_key or "", prefix=prefix)
+    redis_server.client().delete(lock.key)
+    thief = lock.acquire("thief")
+    assert thief is not None and thief.fence == store.get(job.id).fence + 1
+    thread.join(30)
+    # Then the first executor stops before its irreversible step: nothing swapped in
+    assert outcome and outcome[0] in ("fenced", "lost_lease"), outcome
+    assert not (root / "out.bin").exists()
+    assert store.get(job.id).state != "succeeded"
+
+
+@pytest.fixture
+def root(tmp_path):
+    rt = tmp_path / "root"
+    (rt / "sub").mkdir(parents=True)
+    (rt / "sub" / "disk.vhd").write_bytes(b"x")
+    (tmp_path / "secret.vhd").write_bytes(b"s")
+    (rt / "out-link.vhd").symlink_to(tmp_path / "secret.vhd")
+    (rt / "in-link.vhd").symlink_to(rt / "sub" / "disk.vhd")
+    (rt / "dir-link").symlink_to(tmp_path)
+    (rt / "dev.vhd").symlink_to("/dev/zero")
+    return {"vms": str(rt)}
+
+
+@pytest.mark.parametrize("rel,ok", [
+    ("sub/disk.vhd", True), ("in-link.vhd", True), ("./sub/disk.vhd", True),
+    ("../secret.vhd", False), ("sub/../../secret.vhd", False), ("/etc/passwd", False),
+    ("out-link.vhd", False), ("dir-link/secret.vhd", False), ("dev.vhd", False),
+    ("sub", False), ("", False), ("a\x00b", False), ("missing.vhd", False),
+    ("C:\\x.vhd", False), ("\\\\server\\share", False),
+])
+def test_resolve_confines_paths(root, rel, ok):
+    if ok:
+        assert paths.resolve(root, "vms", rel).startswith(os.path.realpath(root["vms"]))
+    else:
+        with pytest.raises(PathRefused):
+            paths.resolve(root, "vms", rel)
+
+
+def test_outputs_may_be_new_but_stay_inside(root):
+    assert paths.resolve(root, "vms", "sub/new.vhd", must_exist=False).endswith("new.vhd")
+    with pytest.raises(PathRefused):
+        paths.resolve(root, "vms", "nodir/new.vhd", must_exist=False)
+    with pytest.raises(PathRefused):
+        paths.resolve(root, "vms", "dir-link/new.vhd", must_exist=False)
+    with pytest.raises(UnknownRoot):
+        paths.resolve(root, "other", "sub/disk.vhd")
+
+
+def test_chain_layers_outside_the_root_are_refused(root, tmp_path):
+    paths.check_chain(root["vms"], [os.path.join(root["vms"], "sub", "disk.vhd")])
+    with pytest.raises(PathRefused):
+        paths.check_chain(root["vms"], [os.path.join(root["vms"], "sub", "disk.vhd"),
+                                        str(tmp_path / "secret.vhd")])
+
+
+def test_standard_webhooks_signature():
+    # Vector from the Standard Webhooks specification's reference libraries.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    msg_id, ts = "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330
+    body = b'{"test": 2432232314}'
+    assert webhooks.sign(secret, msg_id, ts, body) == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    mac = webhooks.sign("plain-secret", "id", 1, b"{}")
+    assert mac.startswith("v1,") and len(base64.b64decode(mac[3:])) == 32
+
+
+@pytest.mark.parametrize("url,allowed", [
+    ("http://127.0.0.1:9/x", True), ("https://tickets.example/x", True),
+    ("http://evil.example/x", False), ("ftp://127.0.0.1/x", False), ("not a url", False),
+])
+def test_webhook_allow_list(url, allowed):
+    assert webhooks.allowed(url, ("127.0.0.1", "tickets.example")) is allowed
+
+
+def test_backoff_grows_with_jitter_and_is_capped():
+    for attempt in range(1, 30):
+        d = webhooks.backoff(attempt, 5.0)
+        assert 2.5 <= d <= min(webhooks.MAX_DELAY, 5.0 * 2 ** attempt)
