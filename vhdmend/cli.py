@@ -49,7 +49,7 @@ def build_parser(*, with_service: bool = True) -> argparse.ArgumentParser:
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register up/serve/worker/submit/status/watch when the service code is importable."""
     try:
-        from vhdmend import service_cli  # type: ignore[attr-defined,unused-ignore]
+        from vhdmend import service_cli
     except ImportError as e:  # the service extras are not installed, or not written yet
         log.debug("service commands unavailable: %s", e)
         return

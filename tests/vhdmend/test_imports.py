@@ -28,3 +28,12 @@ def test_disk_commands_pull_no_service_modules() -> None:
             "with contextlib.redirect_stderr(io.StringIO()):\n"
             "    cli.main(['info', '/nonexistent.vhd'])\n")
     assert _loaded_after(code) == []
+
+
+def test_help_lists_service_commands() -> None:
+    """``vhdmend --help`` (not a disk command) does load the service commands."""
+    from tests.vhdmend.helpers import run_cli
+    r = run_cli("--help")
+    assert r.code == 0, r.err
+    for name in ("up", "serve", "worker", "submit", "status", "watch"):
+        assert f"    {name} " in r.out, name
