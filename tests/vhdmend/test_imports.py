@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.vhdmend.helpers import REPO, cli_env
+from tests.vhdmend.helpers import REPO, cli_env, run_cli
 
 SERVICE_MODULES = ("celery", "redis", "flask", "kombu", "marshmallow", "werkzeug")
 
@@ -32,7 +32,6 @@ def test_disk_commands_pull_no_service_modules() -> None:
 
 def test_help_lists_service_commands() -> None:
     """``vhdmend --help`` (not a disk command) does load the service commands."""
-    from tests.vhdmend.helpers import run_cli
     r = run_cli("--help")
     assert r.code == 0, r.err
     for name in ("up", "serve", "worker", "submit", "status", "watch"):
