@@ -377,6 +377,13 @@ class VhdLayer(Layer):
                 raise ImageError(f"bad block allocation table: {msg}", path=self.path)
             self.warnings.append(f"bad block allocation table (accepted: lenient): {msg}")
 
+    def _meta_end(self) -> int:
+        """End of the metadata area: structures, locator spaces, the 4 KiB-padded BAT."""
+        end = max(max(e for _, e in self._meta), self._space_end)
+        assert self.header is not None
+        return max(end, _align_up(self.header.table_offset + self._nblocks * 4,
+                                  DATA_ALIGNMENT))
+
     def _data_end(self) -> int:
         """End of everything referenced: metadata and allocated slots.
 
@@ -384,9 +391,7 @@ class VhdLayer(Layer):
         Hyper-V does: dynamic.vhd's block 0 at sector 15), so the slot a repair or an
         allocation picks after a crash is the one an uninterrupted run picked.
         """
-        end = max(max(e for _, e in self._meta), self._space_end)
-        assert self.header is not None
-        end = max(end, _align_up(self.header.table_offset + self._nblocks * 4, DATA_ALIGNMENT))
+        end = self._meta_end()
         for entry in self._bat:
             if entry != BAT_ENTRY_UNUSED:
                 end = max(end, entry * SECTOR_SIZE + self._slot_size)
@@ -879,12 +884,13 @@ class VhdBlockStore(BlockStore):
 
     def reserved_ranges(self) -> list[tuple[int, int]]:
         lay = self.layer
-        out = sorted(set(lay._meta))
+        # The whole metadata area (padding included: _data_end counts it), then the footer.
+        out = sorted({(0, lay._meta_end()), *lay._meta})
         out.append((lay._footer_pos, lay._footer_pos + FOOTER_SIZE))
         return out
 
     def data_area_start(self) -> int:
-        return _align_up(max(e for _, e in self.layer._meta), SECTOR_SIZE)
+        return _align_up(self.layer._meta_end(), SECTOR_SIZE)
 
     def truncate_after(self, end: int) -> None:
         """Truncate to ``end``, then write the trailing footer there (a kill between leaves

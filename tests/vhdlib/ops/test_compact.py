@@ -63,3 +63,23 @@ def test_compact_moves_tail_blocks_into_holes(tmp_path: Path) -> None:
         assert disk.read(0, disk.virtual_size) == ref
     # 8 blocks of data remain: the file holds about 8 slots, not 16.
     assert os.path.getsize(path) < 9 * (bs + 4096) + (1 << 20)
+
+
+def test_compact_when_every_block_is_empty(tmp_path: Path, fmt: str) -> None:
+    from tests.chains import create
+    from vhdlib.layer import DiskType
+    path = tmp_path / f"empty.{fmt}"
+    block = 1 << 20
+    with create(fmt, path, 8 * block, DiskType.DYNAMIC, block_size=block) as layer:
+        layer.write(0, bytes(4 * block))
+        layer.flush()
+    with create(fmt, tmp_path / f"fresh.{fmt}", 8 * block, DiskType.DYNAMIC,
+                block_size=block) as fresh:
+        fresh.flush()
+    result = ops.prepare("compact", str(path)).run()
+    assert result["status"] == "done"
+    # No bigger than a freshly created disk, reading all zero, and clean.
+    assert os.path.getsize(path) <= os.path.getsize(tmp_path / f"fresh.{fmt}")
+    with open_layer(str(path)) as layer:
+        assert [p.code for p in layer.check() if p.code != "warning"] == []
+    assert read_all(path) == bytes(8 * block)

@@ -3,6 +3,7 @@ preserves exactly what the chain reads."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def build(folder: Path, fmt: str, layers: int, writes: list[tuple[int, int, int,
     return paths, bytearray(read_all(paths[-1]))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: More examples locally with VHDMEND_PROPERTY_EXAMPLES=200.
+EXAMPLES = int(os.environ.get("VHDMEND_PROPERTY_EXAMPLES", "12"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fmt=st.sampled_from(["vhd", "vhdx"]), layers=st.integers(1, 4), writes=writes_st,
        operation=st.sampled_from(OPERATIONS))
 def test_operations_preserve_content(fmt: str, layers: int, writes: list[tuple[int, int, int,
