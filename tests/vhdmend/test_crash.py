@@ -102,9 +102,12 @@ def _tree(folder: Path) -> dict[str, str]:
     return out
 
 
-def _without_locks(tree: dict[str, str]) -> dict[str, str]:
-    """``tree`` less the run locks (``<journal>.lock``, an flock freed by the kill)."""
-    return {k: v for k, v in tree.items() if not k.endswith(".vhdmend.json.lock")}
+def _without_run_litter(tree: dict[str, str]) -> dict[str, str]:
+    """``tree`` less what a run killed before its first journal landed may leave: the run
+    lock (``<journal>.lock``, an flock the kill freed) and the half-written journal
+    (``<journal>.tmp``, never renamed). The next run reuses both and leaves neither."""
+    return {k: v for k, v in tree.items()
+            if not k.endswith((".vhdmend.json.lock", ".vhdmend.json.tmp"))}
 
 
 def _journals(folder: Path) -> list[Path]:
@@ -196,9 +199,8 @@ def test_kill_resume_bit_identical(tmp_path: Path, template: Template, name: str
         else:
             kills += _run_and_kill(argv, folder, wait_journal=True,
                                    delay=rng.uniform(0, 0.9 * work))
-        if not _journals(folder) and _without_locks(_tree(folder)) == original:
-            # Killed before it started writing: nothing changed (but perhaps a stale run
-            # lock, which the next run takes over and removes), so just run it again.
+        if not _journals(folder) and _without_run_litter(_tree(folder)) == original:
+            # Killed before its first journal landed: nothing changed, so run it again.
             _finish(_spawn(argv), f"{name} trial {trial}: re-run")
         for attempt in range(8):
             journals = _journals(folder)
