@@ -7,7 +7,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.realimages import file_sha256
 from vhdlib.layer import DiskType, Layer
+
+__all__ = ["Chain", "build_chain", "create", "file_sha256", "read_all"]
 
 MiB = 1 << 20
 SUFFIX = {"vhd": (".vhd", ".avhd"), "vhdx": (".vhdx", ".avhdx")}
@@ -95,14 +98,6 @@ def build_chain(folder: Path, fmt: str = "vhd", *, size: int = 48 * MiB, childre
     for layer in layers:
         layer.close()
     return chain
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_all(path: Path) -> bytes:

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from vhdlib import journal
@@ -164,22 +165,36 @@ class CopyOperation(Operation):
         self.next_phase()
         self.open_files()
 
-    def _copy(self, budget: int, deadline: float) -> None:
-        assert self.source is not None and self.out is not None
-        out = self.out
+    def _walk_windows(self, budget: int, deadline: float,
+                      visit: Callable[[int], int]) -> bool:
+        """Visit windows from the cursor until the budget or deadline; ``visit(index)``
+        returns the bytes it read. True when the last window is done (phase advanced)."""
+        assert self.source is not None
         total = windows.window_count(self.source.virtual_size)
         index = int(self.state["cursor"])
         spent = 0
         while index < total and spent < budget and time.monotonic() < deadline:
-            crc, read, _ = windows.process_window(self.source, index, out.write, self._buf)
-            if read:
-                self.state["digests"][str(index)] = crc
+            read = visit(index)
             spent += read
             self.add_done(read)
             index += 1
         self.state["cursor"] = index
-        if index >= total:
-            self.next_phase()
+        if index < total:
+            return False
+        self.next_phase()
+        return True
+
+    def _copy(self, budget: int, deadline: float) -> None:
+        assert self.source is not None and self.out is not None
+        source, out = self.source, self.out
+
+        def copy(index: int) -> int:
+            crc, read, _ = windows.process_window(source, index, out.write, self._buf)
+            if read:
+                self.state["digests"][str(index)] = crc
+            return read
+
+        if self._walk_windows(budget, deadline, copy):
             self.close_output()
 
     def close_output(self) -> None:
@@ -190,30 +205,27 @@ class CopyOperation(Operation):
 
     def _verify(self, budget: int, deadline: float) -> None:
         assert self.source is not None
-        total = windows.window_count(self.source.virtual_size)
-        index = int(self.state["cursor"])
-        spent = 0
+        source = self.source
         with open_disk(self.state["partial"], resolve_parents=False,
                        fmt=self.spec.fmt) as written:
-            while index < total and spent < budget and time.monotonic() < deadline:
+
+            def verify(index: int) -> int:
                 want = self.state["digests"].get(str(index))
-                if want is not None:
-                    crc, read, _ = windows.process_window(self.source, index, None,
-                                                          self._buf, read_from=written)
-                    if crc != want:
-                        raise ImageError(
-                            f"verification failed: window {index} of the output reads "
-                            f"differently from the source (digest {crc:08x} != {want:08x})",
-                            path=self.state["partial"])
-                    spent += read
-                    self.add_done(read)
-                index += 1
-        self.state["cursor"] = index
-        if index >= total:
-            self.next_phase()
-            if self.source is not None:
-                self.source.close()
-                self.source = None
+                if want is None:
+                    return 0
+                crc, read, _ = windows.process_window(source, index, None, self._buf,
+                                                      read_from=written)
+                if crc != want:
+                    raise ImageError(
+                        f"verification failed: window {index} of the output reads "
+                        f"differently from the source (digest {crc:08x} != {want:08x})",
+                        path=self.state["partial"])
+                return read
+
+            done = self._walk_windows(budget, deadline, verify)
+        if done and self.source is not None:
+            self.source.close()
+            self.source = None
 
     def _finalize(self) -> None:
         with open_layer(self.state["partial"], writable=True, fmt=self.spec.fmt) as layer:
