@@ -64,7 +64,9 @@ def json_body(required: bool = True) -> dict[str, Any]:
 
 
 def job_response(job: Job, status: int = 200) -> Response:
-    resp = jsonify(JobSchema().dump(job.to_public()))
+    # ``to_public`` already has JobSchema's shape (the schema documents it); skipping the
+    # marshmallow dump keeps status polls cheap (see bench/service).
+    resp = jsonify(job.to_public())
     resp.status_code = status
     return resp
 
