@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vhdmend.commands.common import add_plan, add_retire, common_parent
 from vhdmend.output import emit_json, note, print_mapping, print_plan
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
 from vhdmend.sizes import size_arg
+
+if TYPE_CHECKING:  # vhdlib.ops is imported only when an operation runs
+    from vhdlib.ops import Operation
 
 NAMES = ("merge", "compact", "convert", "remediate", "resume")
 
@@ -155,14 +158,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return execute(args, op)
 
 
-def _as_data(obj: object) -> Any:
-    to_dict = getattr(obj, "to_dict", None)
-    return to_dict() if callable(to_dict) else obj
-
-
-def execute(args: argparse.Namespace, op: Any) -> int:
+def execute(args: argparse.Namespace, op: Operation) -> int:
     """Print the plan (``--plan``) or run ``op`` with progress and cancellation."""
-    name = getattr(op, "kind", None) or args.command
+    name = op.kind
     if args.plan:
         plan = op.plan.to_dict()
         if args.json:
@@ -170,8 +168,7 @@ def execute(args: argparse.Namespace, op: Any) -> int:
         else:
             print_plan(plan)
         return 0
-    result = run_with_progress(op, quiet=args.quiet or args.json)
-    data = dict(_as_data(result) or {})
+    data = run_with_progress(op, quiet=args.quiet or args.json)
     status = data.pop("status", "done")
     if args.json:
         emit_json({"operation": name, "status": status, "result": data})
@@ -191,7 +188,7 @@ def _run_options() -> dict[str, Any]:
     return {"chunk_bytes": int(value)} if value else {}
 
 
-def run_with_progress(op: Any, *, quiet: bool) -> Any:
+def run_with_progress(op: Operation, *, quiet: bool) -> dict[str, Any]:
     """``op.run`` with a progress reporter on stderr and SIGINT/SIGTERM -> cancel."""
     reporter = ProgressReporter(quiet=quiet)
     with CancelOnSignal(quiet=quiet) as cancel:
