@@ -258,15 +258,15 @@ class ConvertOperation(CopyOperation):
     phases = ("create", "copy", "verify", "finalize", "publish")
 
     @classmethod
-    def prepare(cls, source: str, output_path: str | None = None, *, type: str = "fixed",
+    def prepare(cls, source: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, block_size: int | None = None,
                 sparse: bool = False, lenient: bool = False, uuid: str | None = None,
                 timestamp: int | None = None, **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
-        if not output_path:
+        if not output:
             raise UsageError("convert needs a destination path")
-        dest = os.path.abspath(output_path)
+        dest = os.path.abspath(output)
         if os.path.exists(dest):
             raise UsageError("destination exists; refusing to overwrite it", path=dest)
         if not os.path.isdir(os.path.dirname(dest)):

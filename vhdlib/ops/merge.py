@@ -214,7 +214,14 @@ class MergeOperation(Operation):
         while pos < size and spent < budget and time.monotonic() < deadline:
             # Look ahead a bounded span so a huge sparse disk still checkpoints often.
             span_end = min(size, pos + (1 << 30))
+            # Where this pass stops: the span's end, or earlier when the budget or the
+            # deadline runs out inside it (the cursor must honour both, or a dense 1 GiB
+            # span would be one chunk: no checkpoint, no cancel for that long).
+            stop = span_end
             for ext in disk.extents(pos, span_end - pos, levels=levels):
+                if spent >= budget or time.monotonic() >= deadline:
+                    stop = ext.offset
+                    break
                 if ext.kind is ExtentKind.UNALLOCATED:
                     continue
                 if ext.kind is ExtentKind.ZERO:
@@ -223,6 +230,8 @@ class MergeOperation(Operation):
                     continue
                 off = ext.offset
                 while off < ext.end:
+                    if spent >= budget or time.monotonic() >= deadline:
+                        break
                     n = min(UNIT - off % UNIT, ext.end - off)
                     chunk = buf if n == UNIT else bytearray(n)
                     assert ext.layer is not None
@@ -235,7 +244,10 @@ class MergeOperation(Operation):
                     self.add_done(n)
                     spent += n
                     off += n
-            pos = span_end
+                if off < ext.end:
+                    stop = off
+                    break
+            pos = stop
         self.state["cursor"] = pos
         if pos >= size:
             self.next_phase()

@@ -208,8 +208,17 @@ class Operation(ABC):
         log.info("%s %s: started, journal %s", self.kind, self.state["id"], self.journal_path)
 
     def checkpoint(self, on_checkpoint: CheckpointCallback | None = None) -> None:
-        """Make outputs durable, then the journal; then tell the caller."""
+        """Make outputs durable, then the journal; then tell the caller.
+
+        A fenced executor never overwrites the journal of a newer one: a process that
+        was frozen past its lease stops here instead of rolling the cursor back.
+        """
         self.flush_files()
+        if self._fence is not None:
+            on_disk = self._journal_fence()
+            if on_disk is not None and on_disk > self._fence:
+                raise FenceError(f"fence {self._fence} lost to {on_disk}; not checkpointing",
+                                 path=self.journal_path)
         journal.save(self.journal_path, self.state)
         if on_checkpoint is not None:
             on_checkpoint(dict(self.state))

@@ -142,3 +142,19 @@ def test_stale_fence_is_refused(tmp_path: Path) -> None:
     # The newer fence may continue.
     ops.resume(op.journal_path).run(fence=6)
     assert read_all(chain.base) == chain.ref
+
+
+def test_frozen_executor_cannot_roll_the_journal_back(tmp_path: Path) -> None:
+    # Given executor A (fence 1) paused mid-copy, then B took over with fence 2
+    chain = build_chain(tmp_path, "vhd", size=16 << 20, children=2)
+    a = ops.prepare("convert", str(chain.newest), str(tmp_path / "o.vhd"))
+    a.run(fence=1, pause=lambda: True, chunk_bytes=64 << 10)
+    b = ops.resume(a.journal_path)
+    b.run(fence=2, pause=lambda: True, chunk_bytes=64 << 10)
+    cursor_b = journal.load(a.journal_path)["cursor"]
+    # When A wakes and tries to checkpoint its stale state
+    with pytest.raises(Exception, match="fence"):
+        a.checkpoint()
+    # Then B's checkpoint stands
+    assert journal.load(a.journal_path)["cursor"] == cursor_b
+    assert journal.load(a.journal_path)["fence"] == 2
