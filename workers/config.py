@@ -66,10 +66,15 @@ class Settings:
     max_attempts: int = 5
     #: Progress is written to Redis at most this often (plus every phase change).
     progress_interval: float = 0.5
-    #: Operation backend: "vhdlib" (vhdlib.ops) or "stub" (workers.stubops, for tests).
+    #: Operation engine: a module with ``prepare``/``resume`` (vhdlib.ops).
     ops_backend: str = "vhdlib"
-    #: Bytes per chunk passed to the operation engine (0: the engine's default).
+    #: Bytes of I/O per chunk, i.e. between checkpoints (0: the engine's default, 256 MiB).
     chunk_bytes: int = 0
+    #: Seconds a chunk may last at most (0: the engine's default, 3 s).
+    chunk_seconds: float = 0.0
+    #: Cap on a job's I/O rate in bytes/s, so a remediation does not starve the VMs served
+    #: from the same disks (0: unthrottled). Paced between chunks.
+    max_rate: int = 0
     #: How long ``POST /v1/plan`` waits for the worker's answer.
     plan_timeout: float = 30.0
     #: How long the job store retries a lost Redis connection before giving up.
@@ -128,8 +133,8 @@ def _tokens_from_file(items: list[dict[str, Any]]) -> list[TokenEntry]:
 
 _FLOATS = ("webhook_max_age", "webhook_backoff_base", "webhook_timeout", "retention_seconds",
            "lease_seconds", "tick_seconds", "progress_interval", "plan_timeout",
-           "redis_retry_seconds")
-_INTS = ("webhook_progress_step", "max_attempts", "chunk_bytes")
+           "redis_retry_seconds", "chunk_seconds")
+_INTS = ("webhook_progress_step", "max_attempts", "chunk_bytes", "max_rate")
 _STRS = ("redis_url", "prefix", "host", "ops_backend")
 
 

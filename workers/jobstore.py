@@ -56,7 +56,7 @@ CHUNK_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 _JSON_FIELDS = frozenset({"options", "progress", "plan", "result", "error", "checkpoint",
                           "callback"})
-_INT_FIELDS = frozenset({"attempts", "fence"})
+_INT_FIELDS = frozenset({"attempts", "fence", "chunks"})
 _FLOAT_FIELDS = frozenset({"created_at", "updated_at", "started_at", "finished_at"})
 
 
@@ -77,6 +77,8 @@ class Job:
     plan: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     attempts: int = 0
+    #: Checkpoints made over all executions (each after one chunk of I/O).
+    chunks: int = 0
     #: ``{type, title, detail}``.
     error: dict[str, Any] | None = None
     external_ref: str | None = None

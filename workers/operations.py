@@ -1,6 +1,6 @@
-"""Which operation engine runs jobs: vhdlib's (production) or the in-package stub (tests).
+"""The operation engine that runs jobs: :mod:`vhdlib.ops` (tests run it too, on real chains).
 
-Both follow the Operations contract of docs/ARCHITECTURE.md::
+It follows the Operations contract of docs/ARCHITECTURE.md::
 
     op = prepare(kind, path, **options); op.plan.to_dict()
     op.run(progress=, cancel=, pause=, on_checkpoint=, before_irreversible=, fence=)
@@ -37,8 +37,8 @@ class Backend(Protocol):
 
 
 def backend(name: str) -> Backend:
-    """``"vhdlib"`` -> :mod:`vhdlib.ops`; ``"stub"`` -> :mod:`workers.stubops`."""
-    module = {"vhdlib": "vhdlib.ops", "stub": "workers.stubops"}.get(name, name)
+    """``"vhdlib"`` -> :mod:`vhdlib.ops`; any other name is imported as a module."""
+    module = {"vhdlib": "vhdlib.ops"}.get(name, name)
     mod: Any = importlib.import_module(module)
     return mod  # type: ignore[no-any-return,unused-ignore]
 

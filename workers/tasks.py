@@ -9,6 +9,10 @@ Per chunk: progress to Redis (throttled), vhdlib's checkpoint to Redis after it 
 in the on-disk journal, a cancel/pause check, and the lease check. Before every
 irreversible step the execution proves it still holds the chain lock's latest fence; the
 fence is also written into the journal, where vhdlib checks it again.
+
+An execution that loses its job (lease lapsed, a newer fence in the journal: it was frozen,
+SIGSTOP or a long pause, while another took over) stops without touching the job record:
+it is not a failure of the job, whose new owner goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import time
 from typing import Any
 
 import vhdlib
-from vhdlib.errors import Cancelled, FenceError, VhdlibError
+from vhdlib import journal as vjournal
+from vhdlib.errors import Cancelled, FenceError, OperationInProgressError, VhdlibError
 from vhdlib.progress import Progress
 from workers import operations, paths, runtime
 from workers.celery_app import app, send_job
@@ -29,6 +34,7 @@ from workers.errors import LostLease, ServiceError
 from workers.heartbeat import Heartbeat
 from workers.jobstore import Job, JobStore
 from workers.lock import ChainLock, Held
+from workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,8 @@ class JobRun:
         self._last_step = -1
         self._chunk_t = time.monotonic()
         self._chunk_done = 0
+        self._chunks = 0
+        self.throttle = Throttle(settings.max_rate)
 
     # --- the execution ----------------------------------------------------------------
 
@@ -87,17 +95,26 @@ class JobRun:
             log.info("job %s: %s (state %s), nothing to run", self.job_id, outcome,
                      job.state if job else "gone")
             return outcome
+        self._chunks = job.chunks
         self.hb = Heartbeat(self.store, self.job_id, self.token, self.s.lease_seconds)
         self.hb.start()
         try:
             return self._execute(job)
         except LostLease as e:
-            log.warning("job %s: stopping, %s", self.job_id, e)
+            log.warning("job %s: lost the job, stopping: %s", self.job_id, e)
             return "lost_lease"
         except FenceError as e:
-            log.warning("job %s: fenced off: %s", self.job_id, e)
-            self._finish_quietly("failed", e.to_dict(), only_if_owner=True)
+            # A newer execution holds the job (we were frozen past our lease): not a job
+            # failure. Leave the record to its owner; if there is none, the reaper requeues.
+            log.warning("job %s: lost the job, fenced off: %s", self.job_id, e)
             return "fenced"
+        except OperationInProgressError as e:
+            if not str(e.path or "").endswith(".lock"):
+                log.warning("job %s: failed: %s", self.job_id, e)
+                self._finish_quietly("failed", e.to_dict(), only_if_owner=True)
+                return "failed"
+            return self._wait(f"the journal is held by another process ({e.path}): an "
+                              "execution that stopped heartbeating; retrying")
         except Cancelled:
             self._finish_quietly("cancelled", None, only_if_owner=True)
             return "cancelled"
@@ -166,7 +183,10 @@ class JobRun:
         journal = (job.checkpoint or {}).get("journal")
         if journal and os.path.exists(str(journal)):
             log.info("job %s: resuming from %s with fence %d", job.id, journal, held.fence)
+            position = fence_journal(str(journal), held.fence)
             op = backend.resume(str(journal), fence=held.fence)
+            self._chunk_done = position["done"]
+            self.store.add_event(job.id, {"type": "resumed", "fence": held.fence, **position})
         elif job.state == "cancelling":
             self._done(state="cancelled")
             return "cancelled"
@@ -180,7 +200,7 @@ class JobRun:
             op, progress=self._on_progress, cancel=self._cancel_requested,
             pause=self._pause_requested, on_checkpoint=self._on_checkpoint,
             before_irreversible=self._before_irreversible, fence=held.fence,
-            chunk_bytes=self.s.chunk_bytes or None)
+            chunk_bytes=self.s.chunk_bytes or None, chunk_seconds=self.s.chunk_seconds or None)
         if result.get("status") == "paused":
             self.store.transition(job.id, None, "paused", token=self.token,
                                   delete=["lease_token"])
@@ -204,27 +224,25 @@ class JobRun:
 
     def _chain_identity(self, path: str, root_real: str) -> str:
         """The base disk's id (what the chain lock is keyed by); refuses escaping chains."""
-        try:
-            with vhdlib.open(path) as disk:
-                paths.check_chain(root_real, disk.chain)
-                return f"{disk.base.link_id}"
-        except VhdlibError:
-            if self.s.ops_backend != "stub":
-                raise
-            # The stub engine copies any file: key the lock by the file's inode.
-            st = os.stat(path)
-            return f"file-{st.st_dev}-{st.st_ino}"
+        with vhdlib.open(path) as disk:
+            paths.check_chain(root_real, disk.chain)
+            return f"{disk.base.link_id}"
 
     def _wait_for_lock(self, job: Job) -> str:
         assert self.lock is not None
         holder = self.lock.holder() or "another job"
-        reason = f"waiting for the chain lock held by job {holder}"
-        self.store.transition(job.id, None, "queued", token=self.token,
+        self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
+        self.lock = None
+        return self._wait(f"waiting for the chain lock held by job {holder}")
+
+    def _wait(self, reason: str) -> str:
+        """Back to ``queued`` with ``reason``, not counted as an attempt; the chain lock's
+        release (or the reaper, every few seconds) nudges the job again."""
+        job = self.store.get(self.job_id)
+        self.store.transition(self.job_id, None, "queued", token=self.token,
                               set_fields={"reason": reason, "attempts": max(0, job.attempts - 1)},
                               delete=["lease_token"], webhook="job.waiting")
-        self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
-        log.info("job %s: %s", job.id, reason)
-        self.lock = None
+        log.info("job %s: %s", self.job_id, reason)
         return "waiting"
 
     def _wake_waiters(self) -> None:
@@ -246,6 +264,7 @@ class JobRun:
             raise LostLease(f"job {self.job_id}: lease lost")
 
     def _on_progress(self, p: Progress) -> None:
+        self.throttle.pace(p.overall_done)
         now = time.monotonic()
         self._check_lease()
         delta = max(0, p.overall_done - self._chunk_done)
@@ -270,8 +289,10 @@ class JobRun:
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
         self._check_lease()
+        self._chunks += 1
         self.store.transition(self.job_id, None, None, token=self.token,
-                              set_fields={"checkpoint": _jsonable(state)})
+                              set_fields={"checkpoint": _jsonable(state),
+                                          "chunks": self._chunks})
 
     def _current_state(self) -> str:
         raw = self.store.r.hget(self.store.k_job(self.job_id), "state")
@@ -295,6 +316,24 @@ class JobRun:
             raise FenceError(f"before {step}: job taken over by another execution")
         self.store.add_event(self.job_id, {"type": "irreversible", "step": step,
                                            "fence": self.held.fence})
+
+
+def fence_journal(path: str, fence: int) -> dict[str, Any]:
+    """Record ``fence`` in the on-disk journal before resuming it; returns its position.
+
+    An older execution frozen past its lease (SIGSTOP, a VM pause) may still hold the
+    journal's run lock and wake up later: with the newer fence on disk, vhdlib refuses its
+    next checkpoint and its irreversible steps (FenceError), so it stops instead of rolling
+    the cursor back or swapping files. A journal already at a newer fence is left alone
+    (``resume`` then refuses this stale execution).
+    """
+    state = vjournal.load(path)
+    if int(state.get("fence") or 0) < fence:
+        state["fence"] = fence
+        vjournal.save(path, state)
+    done = state.get("done") or {}
+    return {"phase": state.get("phase"), "cursor": state.get("cursor"),
+            "done": int(sum(int(v) for v in done.values()))}
 
 
 def _jsonable(value: Any) -> Any:

@@ -55,6 +55,13 @@ class MergeOptionsSchema(Strict):
     lenient = fields.Boolean()
 
 
+UUID = validate.Regexp(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
+                       error="a UUID like 6f3c0a1e-5d2b-4c8e-9a7f-0123456789ab")
+#: Explicit ids of the output make it reproducible (the same bytes on every run).
+OUTPUT_UUID = {"description": "the output disk's UUID (default: a new one)"}
+OUTPUT_TIMESTAMP = {"description": "the output's creation time, Unix seconds (default: now)"}
+
+
 class ConvertOptionsSchema(Strict):
     output = RelPath(required=True)
     type = fields.String(validate=DISK_TYPE)
@@ -62,6 +69,9 @@ class ConvertOptionsSchema(Strict):
     block_size = fields.Integer(validate=BLOCK)
     sparse = fields.Boolean()
     lenient = fields.Boolean()
+    uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
+    timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
+                               metadata=OUTPUT_TIMESTAMP)
 
 
 class RemediateOptionsSchema(Strict):
@@ -73,6 +83,9 @@ class RemediateOptionsSchema(Strict):
     block_size = fields.Integer(validate=BLOCK)
     sparse = fields.Boolean()
     lenient = fields.Boolean()
+    uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
+    timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
+                               metadata=OUTPUT_TIMESTAMP)
 
 
 OPTIONS: dict[str, type[Schema]] = {
@@ -163,6 +176,8 @@ class JobSchema(Schema):
     plan = fields.Dict(allow_none=True)
     result = fields.Dict(allow_none=True)
     attempts = fields.Integer()
+    chunks = fields.Integer(metadata={"description": "checkpoints made, over all executions "
+                                      "(a resumed job redoes at most the chunk in flight)"})
     error = fields.Nested(ErrorInfoSchema, allow_none=True)
     external_ref = fields.String(allow_none=True)
     requested_by = fields.String(allow_none=True)

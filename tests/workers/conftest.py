@@ -1,4 +1,9 @@
-"""Integration fixtures: a real redis-server, real Celery worker processes, a real HTTP API.
+"""Integration fixtures: a real redis-server, real Celery worker processes, a real HTTP API,
+and vhdlib's real engine on real chains (no stub anywhere).
+
+Jobs are made to span many checkpoints with a small chunk (``VHDMEND_CHUNK_BYTES``) on a
+chain of 512 KiB blocks, and to last a few seconds with the worker's I/O rate cap
+(``VHDMEND_MAX_RATE``), so a test can kill, freeze, pause or cancel them mid-way.
 
 Like dramatiq's ``check_redis``: without ``redis-server`` these tests skip locally but
 fail in CI (``CI=true``). Every process started here is stopped by its fixture.
@@ -16,13 +21,23 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.chains import file_sha256
+from vhdlib import demo, ops
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "integration-token-0123456789"
+#: Bytes per chunk given to the engine: a 32 MiB chain's merge spans ~30 checkpoints.
+CHUNK = 64 << 10
+#: The workers' I/O cap (bytes/s): such a merge lasts ~3 s.
+RATE = 4 << 20
+#: Explicit output ids make convert/remediate outputs reproducible byte for byte.
+OUTPUT_IDS = {"uuid": "6f3c0a1e-5d2b-4c8e-9a7f-0123456789ab", "timestamp": 1700000000}
 
 
 def free_port() -> int:
@@ -101,6 +116,15 @@ class Worker:
                 start_new_session=True)
         return self
 
+    def freeze(self) -> None:
+        """SIGSTOP the worker and its pool (a VM pause, a GC stall): leases lapse."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def kill9(self) -> None:
         """SIGKILL the worker and its pool processes at once (a crash, no cleanup)."""
         assert self.proc is not None
@@ -112,6 +136,7 @@ class Worker:
         if self.proc is None:
             return
         try:
+            os.killpg(self.proc.pid, signal.SIGCONT)      # a frozen worker cannot stop
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
@@ -140,8 +165,8 @@ class Stack:
         env.update({
             "PYTHONPATH": str(REPO), "VHDMEND_REDIS_URL": self.server.url,
             "VHDMEND_PREFIX": self.prefix, "VHDMEND_HOST": host,
-            "VHDMEND_ROOTS": f"vms={self.root}", "VHDMEND_OPS_BACKEND": "stub",
-            "VHDMEND_STUB_DELAY": "0.1", "VHDMEND_CHUNK_BYTES": str(256 << 10),
+            "VHDMEND_ROOTS": f"vms={self.root}", "VHDMEND_OPS_BACKEND": "vhdlib",
+            "VHDMEND_CHUNK_BYTES": str(CHUNK), "VHDMEND_MAX_RATE": str(RATE),
             "VHDMEND_LEASE_SECONDS": "2", "VHDMEND_TICK_SECONDS": "0.5",
             "VHDMEND_PROGRESS_INTERVAL": "0.05",
             "VHDMEND_WEBHOOK_ALLOW_HOSTS": "127.0.0.1,localhost",
@@ -224,8 +249,44 @@ def wait_for(fn, timeout: float = 30.0, interval: float = 0.05, what: str = "con
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def random_file(path: Path, size: int, seed: int = 1) -> bytes:
-    import random
-    data = random.Random(seed).randbytes(size)
-    path.write_bytes(data)
-    return data
+
+# --- real chains and their uninterrupted reference runs ------------------------------------
+
+
+def make_chain(folder: Path, size: int = 32 << 20) -> list[Path]:
+    """The demo's bloated chain (base + 3 snapshots), 512 KiB blocks: many small extents."""
+    return demo.make_bloated_chain(folder, size=size, block_size=512 << 10)
+
+
+def virtual_sha(path: Path) -> str:
+    """SHA-256 of the virtual content ``path`` reads as (through its parents)."""
+    import hashlib
+
+    import vhdlib
+    h = hashlib.sha256()
+    with vhdlib.open(str(path)) as disk:
+        for off in range(0, disk.virtual_size, 4 << 20):
+            h.update(disk.read(off, min(4 << 20, disk.virtual_size - off)))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an uninterrupted in-process run produced: the target's bytes, its checkpoints."""
+
+    sha256: str
+    checkpoints: int
+
+
+def reference_run(chain_dir: Path, scratch: Path, kind: str, rel: str, target: str,
+                  **options: object) -> Reference:
+    """Run ``kind`` on a copy of ``chain_dir`` without interruption, with the workers'
+    chunk size; ``target`` (relative) is the file whose bytes the service must match."""
+    copy = scratch / f"ref-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(chain_dir, copy)
+    if options.get("output"):
+        options["output"] = str(copy / str(options["output"]))
+    op = ops.prepare(kind, str(copy / rel), **options)
+    count = [0]
+    op.run(on_checkpoint=lambda _state: count.__setitem__(0, count[0] + 1), chunk_bytes=CHUNK)
+    return Reference(file_sha256(copy / target), count[0])
