@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -49,3 +50,9 @@ def assert_clean_error(r: Result, code: int) -> None:
     assert r.code == code, (r.code, r.out, r.err)
     assert "Traceback" not in r.err, r.err
     assert "vhdmend: error: " in r.err, r.err
+
+
+def file_tree(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder`` (to compare whole folders)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -10,7 +10,6 @@ frequent so kills land between and inside many chunks.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -25,7 +24,7 @@ import pytest
 
 import vhdlib
 from tests import realimages
-from tests.vhdmend.helpers import cli_argv, cli_env, run_cli
+from tests.vhdmend.helpers import cli_argv, cli_env, file_tree, run_cli
 from vhdlib import demo
 
 pytestmark = pytest.mark.slow
@@ -39,6 +38,7 @@ CHUNK_BYTES = 256 << 10
 UUID = "6d4da5ba-92bc-455c-85e8-241d0f445145"
 TIMESTAMP = "1700000000"
 JOURNAL_GLOB = "*.vhdmend.json"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def _argv_merge(d: Path, chain: list[Path]) -> list[object]:
@@ -91,15 +91,6 @@ def _env() -> dict[str, str]:
     env = cli_env()
     env["VHDMEND_CHUNK_BYTES"] = str(CHUNK_BYTES)
     return env
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``folder``."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            out[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def _without_run_litter(tree: dict[str, str]) -> dict[str, str]:
@@ -164,7 +155,7 @@ def _reference(tmp_path: Path, template: Template, name: str) -> tuple[dict[str,
         time.sleep(0.0005)
     total = time.monotonic() - start
     _finish(proc, f"reference {name}")
-    return _tree(ref), Timing(to_journal or total * 0.5, total)
+    return file_tree(ref), Timing(to_journal or total * 0.5, total)
 
 
 def _result_file(folder: Path, template: Template, which: str) -> Path:
@@ -180,9 +171,10 @@ def test_kill_resume_bit_identical(tmp_path: Path, template: Template, name: str
     with vhdlib.open(_result_file(tmp_path / "reference", template, result_name)) as disk:
         assert realimages.disk_sha256(disk) == template.content_sha256
     work = max(timing.total - timing.to_journal, 0.05)
-    original = _tree(template.folder)
+    original = file_tree(template.folder)
 
     kills = 0
+    scale = 0.9
     trial = -1
     # At least TRIALS trials, and more (up to MAX_TRIALS) until MIN_KILLS kills landed
     # while the CLI was running (a kill timed after the end does not count).
@@ -197,9 +189,12 @@ def test_kill_resume_bit_identical(tmp_path: Path, template: Template, name: str
             kills += _run_and_kill(argv, folder, wait_journal=False,
                                    delay=rng.uniform(0, timing.to_journal * 1.2))
         else:
-            kills += _run_and_kill(argv, folder, wait_journal=True,
-                                   delay=rng.uniform(0, 0.9 * work))
-        if not _journals(folder) and _without_run_litter(_tree(folder)) == original:
+            landed = _run_and_kill(argv, folder, wait_journal=True,
+                                   delay=rng.uniform(0, scale * work))
+            kills += landed
+            # The machine's load changes how long a run takes: aim earlier after a miss.
+            scale = min(0.9, scale * 1.1) if landed else scale * 0.6
+        if not _journals(folder) and _without_run_litter(file_tree(folder)) == original:
             # Killed before its first journal landed: nothing changed, so run it again.
             _finish(_spawn(argv), f"{name} trial {trial}: re-run")
         for attempt in range(8):
@@ -215,7 +210,12 @@ def test_kill_resume_bit_identical(tmp_path: Path, template: Template, name: str
             else:
                 _finish(_spawn(resume), f"{name} trial {trial}: resume")
         assert not _journals(folder), f"{name} trial {trial}: journal left after resumes"
-        got = _tree(folder)
+        got = file_tree(folder)
+        # A kill between the journal's removal and the lock's may leave an empty, unheld
+        # run lock beside the finished result (reported to vhdlib): not part of the result.
+        stale = {k: v for k, v in got.items() if k.endswith(".vhdmend.json.lock")}
+        assert set(stale.values()) <= {EMPTY_SHA256}, stale
+        got = {k: v for k, v in got.items() if k not in stale}
         assert got == expected, (
             f"{name} trial {trial}: differs from the uninterrupted run: "
             f"{sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import vhdlib
 from tests import realimages
 from tests.vhdlib.ops.test_volumes import volume  # noqa: F401 - a fixture (tmpfs)
-from tests.vhdmend.helpers import assert_clean_error, run_cli
+from tests.vhdmend.helpers import assert_clean_error, file_tree, run_cli
 from vhdlib import demo
 
 SIZE = 8 << 20
@@ -36,11 +35,6 @@ def chain(tmp_path: Path, pristine: tuple[Path, list[Path], str]) -> list[Path]:
     return [tmp_path / "c" / p.name for p in paths]
 
 
-def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _content(path: Path) -> str:
     with vhdlib.open(path) as disk:
         return realimages.disk_sha256(disk)
@@ -55,7 +49,7 @@ def test_plan_writes_nothing(chain: list[Path], op: str) -> None:
         "convert": ["convert", chain[-1], folder / "out.vhd"],
         "remediate": ["remediate", chain[-1]],
     }[op]
-    before = _tree(folder)
+    before = file_tree(folder)
     r = run_cli(*argv, "--plan", "--json")
     assert r.code == 0, r.err
     plan = r.json()
@@ -64,7 +58,7 @@ def test_plan_writes_nothing(chain: list[Path], op: str) -> None:
     assert plan["space"] and all(v["needed_bytes"] >= 0 for v in plan["space"])
     r = run_cli(*argv, "--plan")
     assert r.code == 0 and "dry run" in r.out and "space on" in r.out
-    assert _tree(folder) == before
+    assert file_tree(folder) == before
 
 
 def test_merge_into_base_then_chain_reads_the_same(chain: list[Path],
@@ -83,12 +77,12 @@ def test_merge_refuses_dependents_unless_forced(chain: list[Path]) -> None:
     # Given another snapshot branching off the middle of the chain
     sibling = chain[0].parent / "sibling.avhd"
     assert run_cli("create", sibling, "--type", "differencing", "--parent", chain[1]).code == 0
-    before = _tree(chain[0].parent)
+    before = file_tree(chain[0].parent)
     # When merging the newest into the base, the base and chain[1] would change: refused
     r = run_cli("merge", chain[-1], "--into", chain[0], "--delete")
     assert_clean_error(r, 5)
     assert "sibling.avhd" in r.err
-    assert _tree(chain[0].parent) == before
+    assert file_tree(chain[0].parent) == before
     r = run_cli("merge", chain[-1], "--into", chain[0], "--delete", "--json")
     assert r.code == 5
     assert r.json()["error"]["type"] == "dependent_children"
@@ -100,12 +94,12 @@ def test_merge_refuses_dependents_unless_forced(chain: list[Path]) -> None:
 def test_remediate_output_leaves_chain(chain: list[Path],
                                        pristine: tuple[Path, list[Path], str]) -> None:
     folder = chain[0].parent
-    before = _tree(folder)
+    before = file_tree(folder)
     out = folder.parent / "result.vhd"
     r = run_cli("remediate", chain[-1], "--output", out, "--type", "dynamic", "-q")
     assert r.code == 0, r.err
     assert r.err == ""  # --quiet: no progress, no notes
-    assert _tree(folder) == before
+    assert file_tree(folder) == before
     assert _content(out) == pristine[2]
     info = run_cli("info", out, "--json").json()
     assert info["type"] == "dynamic" and len(info["chain"]) == 1
