@@ -106,10 +106,18 @@ class RunLock:
         if self.fd < 0:
             return
         if remove_file:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            # Also a temp journal left by a kill before the first checkpoint landed.
+            for leftover in (self.path, self.path[:-len(".lock")] + ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
         os.close(self.fd)
         self.fd = -1
+
+    @staticmethod
+    def forget(journal_path: str) -> None:
+        """Remove the lock file's name (the holder keeps its flock until it closes)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(journal_path + ".lock")
 
 
 def remove(path: str) -> None:

@@ -44,6 +44,7 @@ import uuid as uuid_mod
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
@@ -799,6 +800,27 @@ class VhdLayer(Layer):
             self.footer_copy = f
             done.append("rewrote the footer copy at offset 0")
         return done
+
+    def set_unique_id(self, unique_id: UUID) -> None:
+        """Give the disk a new identity (footer Unique Id, both copies; VHD spec "Unique Id").
+
+        After an in-place merge the ancestor's content changed: children merged into it
+        (archived) must not resolve to it any more. Trailing footer first, then the copy
+        at offset 0 (a kill between leaves the trailing one in charge; idempotent).
+        """
+        self._require_writable()
+        if self.footer.unique_id == unique_id and self.footer_copy in (None, self.footer):
+            return
+        f = replace(self.footer, unique_id=unique_id).with_checksum()
+        pos = self._footer_pos if not self._footer_from_copy else os.fstat(self._fd).st_size
+        self._io_write(pos, [f.serialize()])
+        if self.header is not None:
+            self._io_write(0, [f.serialize()])
+            self.footer_copy = f
+        os.fsync(self._fd)
+        self.footer = f
+        self._footer_pos = pos
+        self._footer_from_copy = False
 
     def block_store(self) -> VhdBlockStore | None:
         if self.header is None:

@@ -9,9 +9,11 @@ differencing disk depends on a disk that would change (``force`` overrides).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+import uuid
 from typing import Any, ClassVar
 
 from vhdlib.chain import Disk, check_sizes
@@ -258,11 +260,17 @@ class MergeOperation(Operation):
         merged = self.state["chain"][:levels]
         self.irreversible("retire")
         with open_layer(self.state["options"]["into"], writable=True) as anc:
+            # The ancestor's content changed: it takes a new identity, derived from the
+            # seed so a resumed merge ends bit-identical (idempotent after a kill). The
+            # retired children then no longer resolve to it: never left looking valid.
+            seed = bytes.fromhex(self.state["seed"])
             finalize = getattr(anc, "finalize", None)
+            set_unique_id = getattr(anc, "set_unique_id", None)
             if finalize is not None:
-                # VHDX: a new DataWriteGuid (the content changed), derived from the seed so
-                # a resumed merge ends bit-identical; idempotent if repeated after a kill.
-                finalize(bytes.fromhex(self.state["seed"]))
+                finalize(seed)  # VHDX: new DataWriteGuid (MS-VHDX 2.2.2)
+            elif set_unique_id is not None:
+                set_unique_id(uuid.UUID(bytes=hashlib.sha256(b"merged" + seed).digest()[:16],
+                                        version=4))
             anc.flush()
         if not self.state["options"]["delete"]:
             for path in merged:

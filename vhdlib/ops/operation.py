@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Bytes of I/O between checkpoints; with ``CHUNK_SECONDS`` bounds a chunk to seconds.
 CHUNK_BYTES = 256 << 20
 CHUNK_SECONDS = 3.0
+#: Seconds between progress reports inside a chunk.
+PROGRESS_INTERVAL = 0.2
 DONE = "done"
 
 
@@ -97,6 +99,7 @@ class Operation(ABC):
         self._fence: int | None = state.get("fence")
         #: Fence given to :func:`vhdlib.ops.resume`, used when ``run`` gets none.
         self.resume_fence: int | None = None
+        self._last_report = 0.0
 
     # --- construction ---------------------------------------------------------------
 
@@ -194,6 +197,9 @@ class Operation(ABC):
             raise
         finally:
             self.close_files()
+        # The lock's name goes before the journal: a kill between leaves a journal to
+        # resume (which takes a fresh lock), never a lock file beside a finished result.
+        journal.RunLock.forget(self.journal_path)
         journal.remove(self.journal_path)
         self.report()
         return {"status": "done", **result}
@@ -269,13 +275,19 @@ class Operation(ABC):
     # --- progress ---------------------------------------------------------------------
 
     def add_done(self, nbytes: int) -> None:
+        """Count bytes done in the current phase; reports progress a few times a second
+        between checkpoints too, so a bar moves smoothly within a chunk."""
         done = self.state.setdefault("done", {})
         phase = self.state["phase"]
         done[phase] = done.get(phase, 0) + nbytes
+        now = time.monotonic()
+        if self._progress_cb is not None and now - self._last_report >= PROGRESS_INTERVAL:
+            self.report()
 
     def report(self) -> None:
         if self._progress_cb is None:
             return
+        self._last_report = time.monotonic()
         phase = self.state["phase"] or self.phases[0]
         totals = {s.name: max(s.read_bytes, s.write_bytes) for s in self.plan.steps}
         done = self.state.get("done", {})

@@ -98,3 +98,16 @@ def test_cancelled_merge_leaves_chain_reading_as_before(tmp_path: Path, fmt: str
     assert all(p.exists() for p in chain.paths)
     assert read_all(chain.newest) == chain.ref
     assert not os.path.exists(str(chain.base) + ".vhdmend.json")
+
+
+def test_archived_children_no_longer_resolve_to_the_merged_ancestor(tmp_path: Path,
+                                                                     fmt: str) -> None:
+    # Given a chain merged into its base, children archived
+    chain = build_chain(tmp_path, fmt)
+    result = ops.prepare("merge", str(chain.newest), into=str(chain.base)).run()
+    archived = Path(result["archive"]) / chain.newest.name
+    # Then an archived child cannot read through the changed base (its locators still
+    # point there): a typed error instead of a chain mixing old and merged data.
+    with pytest.raises(vhdlib.ChainError):
+        vhdlib.open(str(archived))
+    assert read_all(chain.base) == chain.ref
