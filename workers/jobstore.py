@@ -132,6 +132,42 @@ class Job:
         return d
 
 
+#: Fields of :meth:`Job.to_public`, in its order (``callback`` and ``checkpoint`` last).
+_PUBLIC = tuple(f.name for f in fields(Job)
+                if f.name not in ("lease_token", "checkpoint", "callback"))
+
+
+def public_json(raw: Mapping[bytes | str, bytes | str]) -> bytes:
+    """``json.dumps(Job.from_hash(raw).to_public())`` without building the Job.
+
+    The status poll is the hottest path of the service (see bench/service): the JSON
+    fields are stored as JSON text, so they are spliced in as they are instead of being
+    decoded and encoded again; only strings are escaped and timestamps formatted.
+    """
+    h = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    parts: list[str] = []
+    for name in _PUBLIC:
+        v = h.get(name)
+        if v is None:
+            value = "0" if name in _INT_FIELDS and name != "fence" else "null"
+        else:
+            text = v.decode() if isinstance(v, bytes) else v
+            if name in _JSON_FIELDS:
+                value = text
+            elif name in _INT_FIELDS:
+                value = str(int(text))
+            elif name in _FLOAT_FIELDS:
+                value = f'"{iso(float(text))}"' if float(text) else "null"
+            else:
+                value = json.dumps(text)
+        parts.append(f'"{name}":{value}')
+    cb = h.get("callback")
+    url = json.loads(cb).get("url") if cb else None
+    parts.append('"callback":' + ("null" if not cb else json.dumps({"url": url})))
+    parts.append('"checkpoint":' + ("true" if h.get("checkpoint") is not None else "false"))
+    return ("{" + ",".join(parts) + "}").encode()
+
+
 def iso(ts: float) -> str:
     """RFC 3339 UTC with milliseconds."""
     t = time.gmtime(ts)
@@ -278,6 +314,13 @@ class JobStore:
         if not raw:
             raise NotFound(f"no job {job_id}")
         return Job.from_hash(raw)
+
+    def get_raw(self, job_id: str) -> dict[Any, Any]:
+        """The job's Redis hash as stored (one HGETALL), or :class:`NotFound`."""
+        raw = self._call(lambda: self.r.hgetall(self.k_job(job_id)))
+        if not raw:
+            raise NotFound(f"no job {job_id}")
+        return dict(raw)
 
     def get_many(self, ids: Iterable[str]) -> list[Job]:
         ids = list(ids)
@@ -556,10 +599,14 @@ class JobStore:
     def count(self, name: str, n: int = 1) -> None:
         self._call(lambda: self.r.hincrby(f"{self.p}:metrics", name, n))
 
-    def observe_chunk(self, seconds: float, nbytes: int) -> None:
-        """One chunk done: bytes processed and a latency histogram sample."""
+    def observe_chunk(self, seconds: float, nbytes: int,
+                      publish: tuple[str, str] | None = None) -> None:
+        """One chunk done: bytes processed and a latency histogram sample (and, in the
+        same round trip, ``publish = (channel, message)`` for SSE listeners)."""
         def write() -> None:
             pipe = self.r.pipeline(transaction=False)
+            if publish is not None:
+                pipe.publish(*publish)
             pipe.hincrby(f"{self.p}:metrics", "bytes_processed", nbytes)
             for le in CHUNK_BUCKETS:
                 if seconds <= le:

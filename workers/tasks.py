@@ -264,13 +264,9 @@ class JobRun:
             raise LostLease(f"job {self.job_id}: lease lost")
 
     def _on_progress(self, p: Progress) -> None:
-        self.throttle.pace(p.overall_done)
         now = time.monotonic()
         self._check_lease()
         delta = max(0, p.overall_done - self._chunk_done)
-        if delta:
-            self.store.observe_chunk(now - self._chunk_t, delta)
-        self._chunk_t, self._chunk_done = now, p.overall_done
         progress = self.meter.update(p, now)
         step = self.s.webhook_progress_step
         bucket = int(progress["percent"] // step) if step else -1
@@ -279,13 +275,22 @@ class JobRun:
             hook = "job.progress"
         if bucket > self._last_step:
             self._last_step = bucket
-        if (p.phase == self._last_phase and now - self._last_write < self.s.progress_interval
-                and hook is None):
-            return
-        self._last_write, self._last_phase = now, p.phase
-        self.store.transition(self.job_id, None, None, token=self.token,
-                              set_fields={"phase": p.phase, "progress": progress}, webhook=hook)
-        self.store.r.publish(f"{self.s.prefix}:progress:{self.job_id}", p.phase)
+        wrote = (p.phase != self._last_phase or now - self._last_write >= self.s.progress_interval
+                 or hook is not None)
+        if wrote:
+            self._last_write, self._last_phase = now, p.phase
+            self.store.transition(self.job_id, None, None, token=self.token,
+                                  set_fields={"phase": p.phase, "progress": progress},
+                                  webhook=hook)
+        # Metrics and the SSE nudge share one round trip, after the progress is readable.
+        channel = (f"{self.s.prefix}:progress:{self.job_id}", p.phase)
+        if delta:
+            self.store.observe_chunk(now - self._chunk_t, delta,
+                                     publish=channel if wrote else None)
+        elif wrote:
+            self.store.r.publish(*channel)
+        self.throttle.pace(p.overall_done)
+        self._chunk_t, self._chunk_done = time.monotonic(), p.overall_done
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
         self._check_lease()
@@ -298,12 +303,17 @@ class JobRun:
         raw = self.store.r.hget(self.store.k_job(self.job_id), "state")
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    # The engine asks cancel() then pause() after every chunk: one read answers both.
+    _polled: str | None = None
+
     def _cancel_requested(self) -> bool:
         self._check_lease()
-        return self._current_state() == "cancelling"
+        self._polled = self._current_state()
+        return self._polled == "cancelling"
 
     def _pause_requested(self) -> bool:
-        return self._current_state() == "pausing"
+        state, self._polled = self._polled, None
+        return (state or self._current_state()) == "pausing"
 
     def _before_irreversible(self, step: str) -> None:
         """Prove we still own the job and the chain's latest fence, or stop."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.api.conftest import auth, job_body
@@ -196,3 +198,22 @@ def test_stream_sends_the_job_until_it_ends(client, store):
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
     text = resp.get_data(as_text=True)
     assert text.startswith("event: job") and '"state": "cancelled"' in text
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"callback": {"url": "https://tickets.example/hook", "secret": "s3cret-s3cret-s3cret"},
+     "external_ref": 'INC-"7"\u00e9'},
+])
+def test_status_poll_json_equals_the_public_view(store, extra):
+    # Given a job as a worker leaves it mid-run (progress, checkpoint, fence, chunks)
+    from workers.jobstore import new_job, public_json
+    job, _ = store.create(new_job("merge", "h1", "vms", "vm1/d.avhd", **extra))
+    store.transition(job.id, None, "running", set_fields={
+        "progress": {"done": 1, "total": 2, "percent": 50.0, "rate": 1.5, "eta_seconds": None},
+        "checkpoint": {"journal": "/x.vhdmend.json"}, "fence": 3, "chunks": 7,
+        "lease_token": "t0k", "error": None})
+    raw = store.get_raw(job.id)
+    # Then the spliced JSON of the hot path is the public view, secrets and tokens left out
+    assert json.loads(public_json(raw)) == json.loads(json.dumps(store.get(job.id).to_public()))
+    assert b"t0k" not in public_json(raw) and b"s3cret" not in public_json(raw)

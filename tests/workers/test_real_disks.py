@@ -26,7 +26,7 @@ def test_inspect_plan_and_remediate_a_real_chain(stack):
     chain = demo.make_bloated_chain(stack.root / "vm1", size=16 << 20)
     newest = chain[-1].relative_to(stack.root).as_posix()
     expected = disk_sha(chain[-1])
-    stack.worker(VHDMEND_OPS_BACKEND="vhdlib", VHDMEND_CHUNK_BYTES=str(1 << 20))
+    stack.worker(VHDMEND_CHUNK_BYTES=str(1 << 20), VHDMEND_MAX_RATE="0")
     stack.api()
     stack.ready()
     # inspect runs on the worker (the API never opens a disk)
