@@ -1,4 +1,5 @@
-"""``demo``: generate a bloated chain (dynamic base + 3 snapshots) and remediate it."""
+"""``demo``: generate a bloated chain (dynamic base + 3 snapshots) and remediate it
+(``--stack``: through a private local service stack, see :mod:`.stack_demo`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="type of the remediated disk (default fixed, as the manual cure)")
     p.add_argument("--format", choices=("vhd", "vhdx"), default="vhd",
                    help="format of the demo chain (default vhd)")
+    p.add_argument("--stack", action="store_true",
+                   help="through the service: start a private local stack (redis-server, "
+                        "the API, one worker), submit a remediate job over HTTP, watch it, "
+                        "verify the result, stop the stack (needs the 'service' extra and "
+                        "redis-server)")
     add_json(p)
     p.set_defaults(func=cmd_demo)
 
@@ -59,17 +65,25 @@ def _print_sizes(title: str, sizes: dict[str, Any]) -> None:
           f"allocated {human_size(sizes['allocated_bytes']):>10}")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from vhdlib import demo, ops
-
-    if args.dir:
-        folder = Path(args.dir)
+def demo_folder(path: str | None) -> Path:
+    """``--dir`` (created, must be empty) or a new temporary folder."""
+    if path:
+        folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.iterdir()):
             raise UsageError("not empty; give a new or empty folder for the demo",
                              path=str(folder))
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="vhdmend-demo-"))
+        return folder
+    return Path(tempfile.mkdtemp(prefix="vhdmend-demo-"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vhdlib import demo, ops
+
+    if args.stack:
+        from vhdmend.commands.stack_demo import cmd_stack_demo
+        return cmd_stack_demo(args)
+    folder = demo_folder(args.dir)
     quiet = args.quiet or args.json
     note(f"generating a bloated {args.format} chain in {folder} "
          f"({human_size(args.size)} virtual)", quiet=quiet)
