@@ -315,6 +315,11 @@ class JobStore:
             raise NotFound(f"no job {job_id}")
         return Job.from_hash(raw)
 
+    def state_of(self, job_id: str) -> str:
+        """The job's state alone (one HGET), retried like every read while Redis restarts."""
+        raw = self._call(lambda: self.r.hget(self.k_job(job_id), "state"))
+        return _s(raw) if raw is not None else ""
+
     def get_raw(self, job_id: str) -> dict[Any, Any]:
         """The job's Redis hash as stored (one HGETALL), or :class:`NotFound`."""
         raw = self._call(lambda: self.r.hgetall(self.k_job(job_id)))

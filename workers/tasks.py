@@ -300,8 +300,7 @@ class JobRun:
                                           "chunks": self._chunks})
 
     def _current_state(self) -> str:
-        raw = self.store.r.hget(self.store.k_job(self.job_id), "state")
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return self.store.state_of(self.job_id)
 
     # The engine asks cancel() then pause() after every chunk: one read answers both.
     _polled: str | None = None

@@ -77,9 +77,11 @@ def assert_at_most_one_chunk_redone(job, ref):
     # Each chunk ends in a checkpoint, counted on the job over all executions. A run that
     # resumed from an older checkpoint than the last one it made would repeat completed
     # chunks, each with a second checkpoint: the count would exceed the uninterrupted
-    # run's. Only the chunk in flight at the crash is redone (it had no checkpoint yet);
-    # one fewer when the crash fell between the journal write and its report to Redis.
-    assert ref.checkpoints - 1 <= job["chunks"] <= ref.checkpoints, (job["chunks"], ref)
+    # run's. Only the chunk in flight at the crash is redone (it had no checkpoint yet).
+    # Each interrupted execution may have missed reporting its last checkpoint (made in the
+    # journal, not yet in Redis), hence one fewer per extra attempt.
+    low = ref.checkpoints - (job["attempts"] - 1)
+    assert low <= job["chunks"] <= ref.checkpoints, (job["chunks"], job["attempts"], ref)
 
 
 def test_submit_progress_success_and_signed_webhooks(stack, httpserver):
@@ -274,7 +276,9 @@ def test_redis_restart_mid_job(stack):
     stack.server.start()
     job = wait_state(stack, job_id, "succeeded")
     assert file_sha256(chain[-2]) == ref.sha256
-    assert job["attempts"] <= 2
+    # The heartbeat cannot renew while Redis is down: under load the 2 s lease may lapse
+    # (a second attempt), and once more while the restarted Redis loads its AOF.
+    assert job["attempts"] <= 3
     assert_at_most_one_chunk_redone(job, ref)
 
 
