@@ -11,11 +11,14 @@ Speed (the output is the same either way): while window ``i`` is copied the kern
 asked to read window ``i + 1``'s source ranges ahead (``posix_fadvise`` WILLNEED), so
 reading the chain overlaps the output's writeback at the checkpoint that follows; units
 are read straight from the layer that holds them (the map is already known) into one
-reused buffer.
+reused buffer; PIECE-aligned parts of a source extent that lie in a hole of its file
+(sparse files: a merged VHDX block is mostly holes) are not read at all, as they are
+zero pieces.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
 from vhdlib.extents import Extent, ExtentKind
+from vhdlib.layer import Layer
 
 WINDOW = 256 << 20
 UNIT = 8 << 20
@@ -47,29 +51,41 @@ def _data_extents(disk: Disk, start: int, end: int) -> list[Extent]:
 def _units(extents: list[Extent]) -> Iterator[tuple[int, int, Extent]]:
     """``(offset, length, extent)``: DATA extents cut into I/O units."""
     for ext in extents:
-        pos = ext.offset
-        while pos < ext.end:
-            # Cut at UNIT boundaries so pieces stay aligned whatever the extent start.
-            n = min(ext.end, (pos // UNIT + 1) * UNIT) - pos
+        for pos, n in _cut(ext.offset, ext.end):
             yield pos, n, ext
-            pos += n
 
 
-#: Per source disk, the next window's DATA extents, mapped (and prefetched) ahead.
-_ahead: weakref.WeakKeyDictionary[Disk, tuple[int, list[Extent]]] = \
+def _cut(start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` cut at UNIT boundaries (so pieces stay aligned whatever the
+    start)."""
+    pos = start
+    while pos < end:
+        n = min(end, (pos // UNIT + 1) * UNIT) - pos
+        yield pos, n
+        pos += n
+
+
+#: One read of the copy: ``(virtual offset, length, layer index, file offset)``.
+Read = tuple[int, int, int, int]
+#: A window's plan: its reads (holes left out) and the DATA bytes it covers.
+WindowPlan = tuple[list[Read], int]
+
+#: Per source disk, the next window's plan, mapped (and prefetched) ahead.
+_ahead: weakref.WeakKeyDictionary[Disk, tuple[int, WindowPlan]] = \
     weakref.WeakKeyDictionary()
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+_SEEK_DATA = getattr(os, "SEEK_DATA", None)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 
 
-def _prefetch(disk: Disk, extents: list[Extent]) -> None:
-    """Ask the kernel to start reading these extents' file ranges (a hint, no effect on
-    what is read)."""
+def _prefetch(disk: Disk, reads: list[Read]) -> None:
+    """Ask the kernel to start reading these file ranges (a hint, no effect on what is
+    read)."""
     if _WILLNEED is None:
         return
     ranges: dict[int, list[tuple[int, int]]] = {}
-    for e in extents:
-        assert e.layer is not None
-        ranges.setdefault(e.layer, []).append((e.file_offset, e.length))
+    for _off, n, level, fo in reads:
+        ranges.setdefault(level, []).append((fo, n))
     for level, spans in ranges.items():
         try:
             fd = disk.layers[level].fd
@@ -88,25 +104,92 @@ def _prefetch(disk: Disk, extents: list[Extent]) -> None:
             lo, hi = off, off + n
 
 
-def _window_extents(disk: Disk, index: int) -> list[Extent]:
-    """Window ``index``'s DATA extents, from the look-ahead when it was mapped already."""
+def _reads_holes(layer: Layer) -> bool:
+    """True when a hole in ``layer``'s file reads as zeros through ``pread_into``."""
+    if _SEEK_DATA is None or _SEEK_HOLE is None:
+        return False
+    if type(layer).pread_into is Layer.pread_into:
+        return True
+    # VhdxLayer.pread_into adds only its in-memory log overlay (a read-only open of a
+    # dirty log), which may put bytes where the file has a hole: then read everything.
+    return layer.format == "vhdx" and getattr(layer, "_overlay", True) is None
+
+
+def _file_holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """Holes of the file in ``[start, end)`` (``end`` within the file); [] if unknown."""
+    assert _SEEK_DATA is not None and _SEEK_HOLE is not None
+    holes: list[tuple[int, int]] = []
+    pos = start
+    try:
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, _SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                data = end  # no data from pos to the end of the file
+            if data > pos:
+                holes.append((pos, min(data, end)))
+            if data >= end:
+                break
+            pos = os.lseek(fd, data, _SEEK_HOLE)
+    except OSError:
+        return []
+    return holes
+
+
+def _plan_window(disk: Disk, index: int) -> WindowPlan:
+    """Window ``index``'s reads: its DATA extents less the PIECE-aligned parts that lie in
+    holes of their files (those read as zeros, so they are skipped as zero pieces would
+    be: the same runs reach the sink and the digest)."""
+    start = index * WINDOW
+    exts = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
+    reads: list[Read] = []
+    covered = 0
+    sizes: dict[int, int | None] = {}
+    for ext in exts:
+        assert ext.layer is not None
+        covered += ext.length
+        level = ext.layer
+        if level not in sizes:
+            layer = disk.layers[level]
+            sizes[level] = os.fstat(layer.fd).st_size if _reads_holes(layer) else None
+        size = sizes[level]
+        skips: list[tuple[int, int]] = []
+        if size is not None:
+            fo = ext.file_offset
+            # Past the end of the file is no hole: reading it reports the truncation.
+            for hs, he in _file_holes(disk.layers[level].fd, fo, min(ext.end - ext.offset
+                                                                   + fo, size)):
+                lo = -(-(ext.offset + hs - fo) // PIECE) * PIECE
+                hi = (ext.offset + he - fo) // PIECE * PIECE
+                if hi > lo:
+                    skips.append((lo, hi))
+        pos = ext.offset
+        for lo, hi in [*skips, (ext.end, ext.end)]:
+            if lo > pos:
+                reads.append((pos, lo - pos, level, ext.file_offset + pos - ext.offset))
+            pos = max(pos, hi)
+    return reads, covered
+
+
+def _window_plan(disk: Disk, index: int) -> WindowPlan:
+    """Window ``index``'s plan, from the look-ahead when it was mapped already."""
     ahead = _ahead.pop(disk, None)
     if ahead is not None and ahead[0] == index:
         return ahead[1]
-    start = index * WINDOW
-    exts = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
-    _prefetch(disk, exts)
-    return exts
+    plan = _plan_window(disk, index)
+    _prefetch(disk, plan[0])
+    return plan
 
 
 def _look_ahead(disk: Disk, index: int) -> None:
     """Map window ``index`` now and start reading it, for the next call."""
-    start = index * WINDOW
-    if start >= disk.virtual_size:
+    if index * WINDOW >= disk.virtual_size:
         return
-    exts = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
-    _prefetch(disk, exts)
-    _ahead[disk] = (index, exts)
+    plan = _plan_window(disk, index)
+    _prefetch(disk, plan[0])
+    _ahead[disk] = (index, plan)
 
 
 def data_bytes(disk: Disk) -> int:
@@ -161,23 +244,26 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
     bufmv = memoryview(buf)
     if read_from is None:
-        extents = _window_extents(disk, index)
+        reads, read = _window_plan(disk, index)
         # The next window is mapped and its reading started now: it overlaps this
         # window's writes and the checkpoint's fsync.
         _look_ahead(disk, index + 1)
+        units: Iterator[tuple[int, int, int, int]] = (
+            (pos, n, level, fo + pos - off) for off, length, level, fo in reads
+            for pos, n in _cut(off, off + length))
     else:
         start = index * WINDOW
         extents = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
-    for off, length, ext in _units(extents):
+        units = ((pos, n, -1, -1) for pos, n, _ext in _units(extents))
+    for off, length, level, fo in units:
+        view = bufmv[:length]
         if read_from is None:
             # Straight from the layer holding the extent (what Disk.readinto does after
             # mapping the range again).
-            assert ext.layer is not None
-            disk.layers[ext.layer].pread_into(ext.file_offset + (off - ext.offset),
-                                              bufmv[:length])
+            disk.layers[level].pread_into(fo, view)
         else:
-            read_from.readinto(off, bufmv[:length])
-        read += length
+            read_from.readinto(off, view)
+            read += length
         mv = bufmv
         for a, b in _nonzero_runs(buf, off, length):
             crc = digest_update(crc, off + a, mv[a:b])
