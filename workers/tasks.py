@@ -266,7 +266,6 @@ class JobRun:
     def _on_progress(self, p: Progress) -> None:
         now = time.monotonic()
         self._check_lease()
-        delta = max(0, p.overall_done - self._chunk_done)
         progress = self.meter.update(p, now)
         step = self.s.webhook_progress_step
         bucket = int(progress["percent"] // step) if step else -1
@@ -282,18 +281,20 @@ class JobRun:
             self.store.transition(self.job_id, None, None, token=self.token,
                                   set_fields={"phase": p.phase, "progress": progress},
                                   webhook=hook)
-        # Metrics and the SSE nudge share one round trip, after the progress is readable.
-        channel = (f"{self.s.prefix}:progress:{self.job_id}", p.phase)
-        if delta:
-            self.store.observe_chunk(now - self._chunk_t, delta,
-                                     publish=channel if wrote else None)
-        elif wrote:
-            self.store.r.publish(*channel)
+        if wrote:
+            # Nudge SSE listeners once the progress is readable.
+            self.store.r.publish(f"{self.s.prefix}:progress:{self.job_id}", p.phase)
         self.throttle.pace(p.overall_done)
-        self._chunk_t, self._chunk_done = time.monotonic(), p.overall_done
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
         self._check_lease()
+        # A chunk ends at a checkpoint (progress is reported more often, within chunks):
+        # the latency histogram and bytes processed are sampled here.
+        now = time.monotonic()
+        done = int(sum(int(v) for v in (state.get("done") or {}).values()))
+        if done > self._chunk_done:
+            self.store.observe_chunk(now - self._chunk_t, done - self._chunk_done)
+        self._chunk_t, self._chunk_done = now, done
         self._chunks += 1
         self.store.transition(self.job_id, None, None, token=self.token,
                               set_fields={"checkpoint": _jsonable(state),
