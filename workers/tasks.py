@@ -292,8 +292,7 @@ class JobRun:
         # the latency histogram and bytes processed are sampled here.
         now = time.monotonic()
         done = int(sum(int(v) for v in (state.get("done") or {}).values()))
-        if done > self._chunk_done:
-            self.store.observe_chunk(now - self._chunk_t, done - self._chunk_done)
+        self.store.observe_chunk(now - self._chunk_t, max(0, done - self._chunk_done))
         self._chunk_t, self._chunk_done = now, done
         self._chunks += 1
         self.store.transition(self.job_id, None, None, token=self.token,

@@ -15,6 +15,7 @@ import pytest
 from tests.chains import file_sha256
 from tests.workers.conftest import (
     OUTPUT_IDS,
+    TOKEN,
     http,
     make_chain,
     reference_run,
@@ -125,6 +126,16 @@ def test_submit_progress_success_and_signed_webhooks(stack, httpserver):
     assert attempts and all(e["ok"] for e in attempts)
     hosts = http("GET", f"{stack.url}/v1/hosts")[1]["items"]
     assert hosts[0]["host"] == "h1" and "vms" in hosts[0]["roots"]
+    # And /metrics counts one latency sample per checkpoint and the bytes processed
+    import urllib.request
+    req = urllib.request.Request(f"{stack.url}/metrics",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        metrics = resp.read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                   if line and not line.startswith("#"))
+    assert int(samples["vhdmend_chunk_seconds_count"]) == ref.checkpoints
+    assert int(float(samples["vhdmend_bytes_processed_total"])) > 0
 
 
 def test_webhook_failures_are_retried_and_recorded(stack, httpserver):
