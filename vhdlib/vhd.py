@@ -102,8 +102,9 @@ DATA_ALIGNMENT = 4096
 MAX_BLOCK_SIZE = 256 << 20
 #: Locator data larger than this is not a path (W2ku paths are at most 32767 UTF-16 units).
 MAX_LOCATOR_LENGTH = 65536
-#: Bitmaps kept in the LRU cache (bitmap bytes; 512 each at the default block size).
-BITMAP_CACHE_BLOCKS = 1024
+#: Bitmaps kept in the LRU cache: 512 bytes each at the default block size, so 8 MiB
+#: covers 32 GiB of allocated blocks (a copy and its verify pass read each once).
+BITMAP_CACHE_BLOCKS = 16384
 #: Blocks allocated per batched pwritev (keeps the iovec under IOV_MAX).
 MAX_ALLOC_GROUP = 64
 _ZEROS = bytes(4 << 20)
@@ -859,7 +860,8 @@ class VhdBlockStore(BlockStore):
             data = lay._pread(n, off + lay._bm_size + pos)
             if len(data) < n:
                 raise ImageError(f"truncated: block {index}", path=lay.path)
-            if data.count(0) != n:
+            # Bytes comparison is a memcmp (~20 GB/s); data usually shows in the first page.
+            if data[:4096] != _ZEROS[:min(n, 4096)] or data != _ZEROS[:n]:
                 return False
             pos += n
         return True
