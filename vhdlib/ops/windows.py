@@ -27,6 +27,7 @@ from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
 from vhdlib.extents import Extent, ExtentKind
 from vhdlib.layer import Layer
+from vhdlib.ops import readahead
 
 WINDOW = 256 << 20
 UNIT = 8 << 20
@@ -179,16 +180,19 @@ def _window_plan(disk: Disk, index: int) -> WindowPlan:
     if ahead is not None and ahead[0] == index:
         return ahead[1]
     plan = _plan_window(disk, index)
-    _prefetch(disk, plan[0])
+    if not readahead.ENABLED:
+        _prefetch(disk, plan[0])
     return plan
 
 
-def _look_ahead(disk: Disk, index: int) -> None:
-    """Map window ``index`` now and start reading it, for the next call."""
+def _look_ahead(disk: Disk, index: int, *, prefetch: bool = True) -> None:
+    """Map window ``index`` now (and, with ``prefetch``, ask the kernel to start reading
+    it into the page cache: only useful when reads go through it)."""
     if index * WINDOW >= disk.virtual_size:
         return
     plan = _plan_window(disk, index)
-    _prefetch(disk, plan[0])
+    if prefetch:
+        _prefetch(disk, plan[0])
     _ahead[disk] = (index, plan)
 
 
@@ -197,13 +201,14 @@ def data_bytes(disk: Disk) -> int:
     return sum(e.length for e in disk.extents() if e.kind is ExtentKind.DATA)
 
 
-def _nonzero_runs(buf: bytearray, offset: int,
-                  n: int | None = None) -> Iterator[tuple[int, int]]:
-    """Runs ``(start, end)`` (indices into ``buf``) of non-zero PIECE-aligned pieces of
-    ``buf[:n]`` (default all of it)."""
+def _nonzero_runs(buf: bytearray, offset: int, n: int | None = None,
+                  base: int = 0) -> Iterator[tuple[int, int]]:
+    """Runs ``(start, end)`` (relative to ``base``) of non-zero PIECE-aligned pieces of
+    ``buf[base:base + n]`` (default all of ``buf``); ``offset`` is the disk offset of
+    ``buf[base]``."""
     if n is None:
-        n = len(buf)
-    if n == UNIT and len(buf) == UNIT and buf == _ZERO_UNIT:
+        n = len(buf) - base
+    if n == UNIT and buf.startswith(_ZERO_UNIT, base):
         return
     run_start = -1
     # Piece boundaries are aligned to absolute disk offsets.
@@ -212,7 +217,8 @@ def _nonzero_runs(buf: bytearray, offset: int,
     while i < n:
         j = min(n, i + first if i == 0 else i + PIECE)
         # startswith compares in place (a slice would copy the piece first).
-        piece_zero = buf.startswith(_ZERO_PIECE if j - i == PIECE else _ZERO_PIECE[:j - i], i)
+        piece_zero = buf.startswith(_ZERO_PIECE if j - i == PIECE else _ZERO_PIECE[:j - i],
+                                    base + i)
         if piece_zero:
             if run_start >= 0:
                 yield run_start, i
@@ -241,35 +247,38 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     """
     crc = 0
     read = written = 0
-    buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
-    bufmv = memoryview(buf)
     if read_from is None:
         reads, read = _window_plan(disk, index)
-        # The next window is mapped and its reading started now: it overlaps this
-        # window's writes and the checkpoint's fsync.
-        _look_ahead(disk, index + 1)
-        units: Iterator[tuple[int, int, int, int]] = (
-            (pos, n, level, fo + pos - off) for off, length, level, fo in reads
-            for pos, n in _cut(off, off + length))
-    else:
-        start = index * WINDOW
-        extents = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
-        units = ((pos, n, -1, -1) for pos, n, _ext in _units(extents))
-    for off, length, level, fo in units:
+        # The next window is mapped now (its plan is ready when the walk gets there).
+        _look_ahead(disk, index + 1, prefetch=not readahead.ENABLED)
+        units = ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
+                 for pos, n in _cut(off, off + length))
+        # Units are read a step ahead in a second thread (O_DIRECT where possible) while
+        # this thread writes the previous one.
+        for (off, length, _level, _fo), rbuf, base in readahead.read_ahead(disk, units, UNIT):
+            data = rbuf.data
+            mv = memoryview(data)
+            try:
+                for a, b in _nonzero_runs(data, off, length, base):
+                    piece = mv[base + a:base + b]
+                    crc = digest_update(crc, off + a, piece)
+                    if sink is not None:
+                        sink(off + a, piece)
+                        written += b - a
+                    piece.release()
+            finally:
+                mv.release()
+        return crc, read, written
+    buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
+    bufmv = memoryview(buf)
+    start = index * WINDOW
+    extents = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
+    for off, length, _ext in _units(extents):
         view = bufmv[:length]
-        if read_from is None:
-            # Straight from the layer holding the extent (what Disk.readinto does after
-            # mapping the range again).
-            disk.layers[level].pread_into(fo, view)
-        else:
-            read_from.readinto(off, view)
-            read += length
-        mv = bufmv
+        read_from.readinto(off, view)
+        read += length
         for a, b in _nonzero_runs(buf, off, length):
-            crc = digest_update(crc, off + a, mv[a:b])
-            if sink is not None:
-                sink(off + a, mv[a:b])
-                written += b - a
+            crc = digest_update(crc, off + a, bufmv[a:b])
     return crc, read, written
 
 
