@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+from vhdlib import fileio
 from vhdlib.errors import ImageError, NotADiskError, UnsupportedError
 from vhdlib.layer import Layer
 
@@ -35,15 +36,15 @@ def detect(path: str) -> str:
     fd = _open_fd(path, False)
     try:
         size = os.fstat(fd).st_size
-        head = os.pread(fd, 8, 0)
+        head = fileio.pread(fd, 8, 0)
         if head == VHDX_SIGNATURE:
             return "vhdx"
         if head == VHD_COOKIE:
             return "vhd"
-        if size >= 512 and os.pread(fd, 8, size - 512) == VHD_COOKIE:
+        if size >= 512 and fileio.pread(fd, 8, size - 512) == VHD_COOKIE:
             return "vhd"
         # Some old writers used a 511-byte footer (VHD spec, "Hard Disk Footer Format").
-        if size >= 511 and os.pread(fd, 8, size - 511) == VHD_COOKIE:
+        if size >= 511 and fileio.pread(fd, 8, size - 511) == VHD_COOKIE:
             return "vhd"
     finally:
         os.close(fd)

@@ -8,12 +8,15 @@ mix. The journal is the single source of truth for resuming.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import json
+import logging
 import os
 from typing import Any
 
 from vhdlib.errors import ImageError, OperationInProgressError
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".vhdmend.json"
 VERSION = 1
@@ -25,7 +28,10 @@ def journal_path_for(target: str) -> str:
 
 
 def fsync_dir(folder: str) -> None:
-    """Make a rename or create in ``folder`` durable."""
+    """Make a rename or create in ``folder`` durable (POSIX; NTFS journals its metadata
+    and cannot open a folder as a file)."""
+    if os.name == "nt":
+        return
     fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -81,6 +87,17 @@ def refuse_if_present(target: str) -> None:
             "or 'vhdmend check --repair' first", path=target)
 
 
+def _lock_exclusive(fd: int) -> None:
+    """Take an exclusive, non-blocking lock freed by the kernel when the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 class RunLock:
     """Exclusive hold on an operation while a process runs it (``<journal>.lock``).
 
@@ -95,11 +112,17 @@ class RunLock:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
+            _lock_exclusive(fd)
+        except (BlockingIOError, PermissionError) as e:  # held (EWOULDBLOCK; EACCES on NT)
             os.close(fd)
             raise OperationInProgressError(
                 "another process is running this operation right now", path=self.path) from e
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
+            # A file system without locks: the journal's fence still guards the service.
+            log.warning("%s: no file locks on this file system (%s)", self.path, e.strerror)
         self.fd = fd
 
     def release(self, *, remove_file: bool) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
+from vhdlib import fileio
 from vhdlib.errors import ImageError, UsageError
 from vhdlib.extents import Segment
 
@@ -152,7 +153,7 @@ class Layer(ABC):
         done = 0
         want = len(buf)
         while done < want:
-            n = os.preadv(self._fd, [buf[done:]], file_offset + done)
+            n = fileio.preadv(self._fd, [buf[done:]], file_offset + done)
             if n == 0:
                 raise ImageError(
                     f"truncated: needed bytes up to {file_offset + want} but the file ends at "

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from uuid import UUID
 
+from vhdlib import fileio
 from vhdlib.errors import ImageError, InsufficientSpaceError, UsageError
 from vhdlib.extents import Segment, SegmentState
 from vhdlib.layer import DiskType, Layer
@@ -50,7 +51,7 @@ class RawLayer(Layer):
         done = 0
         while done < len(mv):
             try:
-                done += os.pwrite(self._fd, mv[done:], offset + done)
+                done += fileio.pwrite(self._fd, mv[done:], offset + done)
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise InsufficientSpaceError("no space left", path=self.path) from e
@@ -74,7 +75,7 @@ def create(path: str | os.PathLike[str], size: int, sparse: bool = False) -> Raw
         if sparse:
             os.ftruncate(fd, size)
         else:
-            os.posix_fallocate(fd, 0, size)
+            fileio.allocate(fd, 0, size)
         return RawLayer(path, fd, writable=True)
     except BaseException as exc:
         os.close(fd)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vhdlib import fileio
 from vhdlib.errors import InsufficientSpaceError
 
 #: What a journal may grow to (its cursor, identities and per-window digests), reserved
@@ -96,7 +97,7 @@ def reserve(fd: int, offset: int, length: int, path: str = "") -> None:
     if length <= 0:
         return
     try:
-        os.posix_fallocate(fd, offset, length)
+        fileio.allocate(fd, offset, length)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InsufficientSpaceError(f"cannot reserve {length} bytes: {e.strerror}",

@@ -50,6 +50,7 @@ from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 from vhdlib import bitmap as bitmap_mod
+from vhdlib import fileio
 from vhdlib.errors import (
     ChecksumError,
     ImageError,
@@ -154,7 +155,7 @@ class VhdLayer(Layer):
     # --- loading ------------------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        return os.pread(self._fd, size, offset)
+        return fileio.pread(self._fd, size, offset)
 
     def _load(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -553,7 +554,7 @@ class VhdLayer(Layer):
         views = [memoryview(b).cast("B") for b in bufs if len(b)]
         while views:
             try:
-                n = os.pwritev(self._fd, views, offset)
+                n = fileio.pwritev(self._fd, views, offset)
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise InsufficientSpaceError(f"no space left writing at {offset}",
@@ -1024,8 +1025,8 @@ def _create_fixed(fd: int, size: int, footer: Footer, sparse: bool) -> None:
     if sparse:
         os.ftruncate(fd, size + FOOTER_SIZE)
     else:
-        os.posix_fallocate(fd, 0, size + FOOTER_SIZE)
-    os.pwrite(fd, footer.serialize(), size)
+        fileio.allocate(fd, 0, size + FOOTER_SIZE)
+    fileio.pwrite(fd, footer.serialize(), size)
 
 
 def _create_dynamic(fd: int, path: str, size: int, footer: Footer, block_size: int,
@@ -1075,4 +1076,4 @@ def _create_dynamic(fd: int, path: str, size: int, footer: Footer, block_size: i
     buf = bytes(meta) + footer.serialize()
     done = 0
     while done < len(buf):
-        done += os.pwrite(fd, buf[done:], done)
+        done += fileio.pwrite(fd, buf[done:], done)

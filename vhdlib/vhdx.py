@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from vhdlib import bitmap as bm
-from vhdlib import vhdx_log
+from vhdlib import fileio, vhdx_log
 from vhdlib import vhdx_structs as S
 from vhdlib.errors import (
     ChecksumError,
@@ -574,7 +574,7 @@ class VhdxLayer(Layer):
         for step in (1, 2):
             h = cur.copy(sequence_number=seq + step, **changes)
             data = h.serialize()
-            os.pwrite(self._fd, data, (S.HEADER1_OFFSET, S.HEADER2_OFFSET)[slot])
+            fileio.pwrite(self._fd, data, (S.HEADER1_OFFSET, S.HEADER2_OFFSET)[slot])
             os.fsync(self._fd)
             h = S.Header.parse(data)
             self._headers[slot] = h
@@ -690,7 +690,7 @@ class VhdxLayer(Layer):
         stop = min(end, real)
         while pos < stop:
             n = min(len(_ZERO_MIB), stop - pos)
-            os.pwrite(self._fd, _ZERO_MIB[:n], pos)
+            fileio.pwrite(self._fd, _ZERO_MIB[:n], pos)
             pos += n
         if end > real:
             os.ftruncate(self._fd, end)
@@ -698,7 +698,7 @@ class VhdxLayer(Layer):
     def _pwrite_all(self, data: memoryview, off: int) -> None:
         done = 0
         while done < len(data):
-            done += os.pwrite(self._fd, data[done:], off + done)
+            done += fileio.pwrite(self._fd, data[done:], off + done)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write sector-aligned ``data`` at virtual ``offset`` (may span blocks).
@@ -865,7 +865,7 @@ class VhdxLayer(Layer):
             h = S.Header.new(((k << 32) + step), fwg, dwg, self.header.log_offset,
                              self.header.log_length)
             data = h.serialize()
-            os.pwrite(self._fd, data, (S.HEADER1_OFFSET, S.HEADER2_OFFSET)[slot])
+            fileio.pwrite(self._fd, data, (S.HEADER1_OFFSET, S.HEADER2_OFFSET)[slot])
             os.fsync(self._fd)
             self._headers[slot] = S.Header.parse(data)
         self.header = self._headers[1]  # type: ignore[assignment]
@@ -874,7 +874,7 @@ class VhdxLayer(Layer):
         end = pos + self.header.log_length
         while pos < end:
             n = min(MiB, end - pos)
-            os.pwrite(self._fd, _ZERO_MIB[:n], pos)
+            fileio.pwrite(self._fd, _ZERO_MIB[:n], pos)
             pos += n
         os.fsync(self._fd)
         self._session_open = False
@@ -945,7 +945,7 @@ class VhdxLayer(Layer):
             data = S.RegionTable.new(self.region_table.entries).serialize()
             for i, t in enumerate(self._region_tables):
                 if t is None or not t.valid:
-                    os.pwrite(self._fd, data, (S.REGION_TABLE1_OFFSET,
+                    fileio.pwrite(self._fd, data, (S.REGION_TABLE1_OFFSET,
                                                S.REGION_TABLE2_OFFSET)[i])
             os.fsync(self._fd)
             self._region_tables = [S.RegionTable.parse(data), S.RegionTable.parse(data)]
@@ -1215,23 +1215,23 @@ def create(path: str | os.PathLike[str], virtual_size: int, disk_type: DiskType 
         os.ftruncate(fd, file_size)
         if fixed and not sparse:
             try:
-                os.posix_fallocate(fd, data_start, file_size - data_start)
+                fileio.allocate(fd, data_start, file_size - data_start)
             except OSError as e:
                 from vhdlib.errors import InsufficientSpaceError
                 raise InsufficientSpaceError(f"cannot reserve {file_size} bytes: {e.strerror}",
                                              path=path, needed=file_size) from e
-        os.pwrite(fd, S.FileIdentifier.new(creator).serialize(), 0)
-        os.pwrite(fd, h1, S.HEADER1_OFFSET)
-        os.pwrite(fd, h2, S.HEADER2_OFFSET)
-        os.pwrite(fd, regions, S.REGION_TABLE1_OFFSET)
-        os.pwrite(fd, regions, S.REGION_TABLE2_OFFSET)
-        os.pwrite(fd, bytes(meta), meta_off)
+        fileio.pwrite(fd, S.FileIdentifier.new(creator).serialize(), 0)
+        fileio.pwrite(fd, h1, S.HEADER1_OFFSET)
+        fileio.pwrite(fd, h2, S.HEADER2_OFFSET)
+        fileio.pwrite(fd, regions, S.REGION_TABLE1_OFFSET)
+        fileio.pwrite(fd, regions, S.REGION_TABLE2_OFFSET)
+        fileio.pwrite(fd, bytes(meta), meta_off)
         raw = bat.tobytes()
         if sys.byteorder == "big":  # pragma: no cover
             b2 = array.array("Q", bat)
             b2.byteswap()
             raw = b2.tobytes()
-        os.pwrite(fd, raw, bat_off)
+        fileio.pwrite(fd, raw, bat_off)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from vhdlib import fileio
 from vhdlib.checksum import crc32c
 from vhdlib.vhdx_structs import (
     DATA_DESC_SIGNATURE,
@@ -213,10 +214,10 @@ def replay_to_file(fd: int, seq: list[LogEntry]) -> None:
                 pos, end = off, off + what
                 while pos < end:
                     n = min(len(zero), end - pos)
-                    os.pwrite(fd, zero[:n], pos)
+                    fileio.pwrite(fd, zero[:n], pos)
                     pos += n
             else:
-                os.pwrite(fd, what, off)
+                fileio.pwrite(fd, what, off)
     want = last_file_offset(seq)
     if os.fstat(fd).st_size < want:
         os.ftruncate(fd, want)
@@ -306,10 +307,10 @@ class LogWriter:
             if self.head + length > self.log_length:
                 self.head = 0  # entries never wrap: start again at the log's beginning
             entry = self.build_entry(part, file_size)
-            os.pwrite(self.fd, entry, self.log_offset + self.head)
+            fileio.pwrite(self.fd, entry, self.log_offset + self.head)
             os.fsync(self.fd)
             for off, sector in part:
-                os.pwrite(self.fd, sector, off)
+                fileio.pwrite(self.fd, sector, off)
             os.fsync(self.fd)
             self.head = (self.head + length) % self.log_length
             self.sequence_number += 1

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import cast
 
+from vhdlib import fileio
 from vhdlib.chain import Disk
 from vhdlib.layer import Layer
 
@@ -99,7 +100,7 @@ def read_unit(disk: Disk, direct: DirectFiles | None, unit: Unit, buf: Buffer) -
             if hi <= size and hi - lo <= buf.size + ALIGN:
                 view = memoryview(buf.data)[buf.base:buf.base + (hi - lo)]
                 try:
-                    got = os.preadv(fd, [view], lo)
+                    got = fileio.preadv(fd, [view], lo)
                 except OSError as e:
                     if e.errno != errno.EINVAL:
                         raise
