@@ -9,9 +9,13 @@ from two threads never interleave their seeks). The names match ``os``'s.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from vhdlib.errors import InsufficientSpaceError, UsageError
 
 #: True where the kernel offers positional I/O (everything but Windows).
 NATIVE = all(hasattr(os, name) for name in ("pread", "pwrite", "preadv", "pwritev"))
@@ -94,3 +98,29 @@ def allocate(fd: int, offset: int, length: int) -> None:
     end = offset + length
     if os.fstat(fd).st_size < end:
         os.ftruncate(fd, end)
+
+
+@contextlib.contextmanager
+def new_image(path: str, needed: int = 0) -> Iterator[int]:
+    """Create ``path`` (never over an existing file) and yield its descriptor.
+
+    When the body fails the file is closed and removed: a new image is never left
+    half-written. A full volume becomes :class:`InsufficientSpaceError`.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError as e:
+        raise UsageError("target already exists", path=path) from e
+    except OSError as e:
+        raise UsageError(f"cannot create: {e.strerror}", path=path) from e
+    try:
+        yield fd
+    except BaseException as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientSpaceError(f"no space to create the image ({exc.strerror})",
+                                         path=path, needed=needed) from exc
+        raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from collections.abc import Iterator
@@ -64,24 +63,9 @@ def create(path: str | os.PathLike[str], size: int, sparse: bool = False) -> Raw
     path = os.fspath(path)
     if size <= 0 or size % SECTOR_SIZE:
         raise UsageError(f"size {size} is not a positive multiple of {SECTOR_SIZE}", path=path)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-    except FileExistsError as e:
-        raise UsageError("target already exists", path=path) from e
-    except OSError as e:
-        raise UsageError(f"cannot create: {e.strerror}", path=path) from e
-    try:
+    with fileio.new_image(path, needed=0 if sparse else size) as fd:
         if sparse:
             os.ftruncate(fd, size)
         else:
             fileio.allocate(fd, 0, size)
         return RawLayer(path, fd, writable=True)
-    except BaseException as exc:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientSpaceError("no space to create the image", path=path,
-                                         needed=size) from exc
-        raise

@@ -36,7 +36,6 @@ Layout (as Hyper-V does, see dissect dynamic.vhd and dfvfs fat-differential.vhd)
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
@@ -998,26 +997,12 @@ def create(path: str | os.PathLike[str], virtual_size: int | None,
                         creator_app=creator_app,
                         data_offset=FIXED_DATA_OFFSET if code == DISK_TYPE_FIXED
                         else SECTOR_SIZE)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-    except FileExistsError as e:
-        raise UsageError("target already exists", path=path) from e
-    except OSError as e:
-        raise UsageError(f"cannot create: {e.strerror}", path=path) from e
-    try:
+    with fileio.new_image(path) as fd:
         if dtype is DiskType.FIXED:
             _create_fixed(fd, virtual_size, footer, sparse)
         else:
             _create_dynamic(fd, path, virtual_size, footer, block_size, parent, parent_path)
         return VhdLayer(path, fd, writable=True)
-    except BaseException as exc:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientSpaceError("no space to create the disk", path=path) from exc
-        raise
 
 
 def _create_fixed(fd: int, size: int, footer: Footer, sparse: bool) -> None:

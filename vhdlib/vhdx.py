@@ -1204,22 +1204,10 @@ def create(path: str | os.PathLike[str], virtual_size: int, disk_type: DiskType 
                                                True)]).serialize()
     h1 = S.Header.new(0, fwg, dwg, log_off, log_len).serialize()
     h2 = S.Header.new(1, fwg, dwg, log_off, log_len).serialize()
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileExistsError as e:
-        raise UsageError("target already exists", path=path) from e
-    except OSError as e:
-        raise UsageError(f"cannot create: {e.strerror}", path=path) from e
-    try:
+    with fileio.new_image(path, needed=file_size) as fd:
         os.ftruncate(fd, file_size)
         if fixed and not sparse:
-            try:
-                fileio.allocate(fd, data_start, file_size - data_start)
-            except OSError as e:
-                from vhdlib.errors import InsufficientSpaceError
-                raise InsufficientSpaceError(f"cannot reserve {file_size} bytes: {e.strerror}",
-                                             path=path, needed=file_size) from e
+            fileio.allocate(fd, data_start, file_size - data_start)
         fileio.pwrite(fd, S.FileIdentifier.new(creator).serialize(), 0)
         fileio.pwrite(fd, h1, S.HEADER1_OFFSET)
         fileio.pwrite(fd, h2, S.HEADER2_OFFSET)
@@ -1233,12 +1221,4 @@ def create(path: str | os.PathLike[str], virtual_size: int, disk_type: DiskType 
             raw = b2.tobytes()
         fileio.pwrite(fd, raw, bat_off)
         os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    try:
         return VhdxLayer(path, fd, writable=True, guid_factory=guid_factory)
-    except BaseException:
-        os.close(fd)
-        raise
