@@ -24,6 +24,7 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import output, windows
 from vhdlib.ops.operation import Operation, step
+from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,37 @@ class CopyOperation(Operation):
                 self.state["digests"][str(index)] = crc
             return read
 
-        if self._walk_windows(budget, deadline, copy):
+        verifier = self._background_verifier()
+        try:
+            done = self._walk_windows(budget, deadline, copy)
+        except BaseException:
+            verifier.finish_quietly()
+            raise
+        self._collect(verifier)
+        if done:
             self.close_output()
+            # The verify phase starts where the background verification stopped.
+            self.state["cursor"] = int(self.state.get("verified", 0))
+
+    def _background_verifier(self) -> BackgroundVerifier:
+        """Verify, while this chunk copies, the windows already copied and checkpointed
+        (fixed VHD and raw outputs: their bytes never move once written)."""
+        verified = int(self.state.get("verified", 0))
+        copied = int(self.state["cursor"])
+        spec = self.spec
+        if spec.type != "fixed" or spec.fmt not in ("vhd", "raw"):
+            copied = verified  # nothing to do in the background
+        digests = self.state["digests"]
+        return BackgroundVerifier(
+            self.state["chain"][0], self.state["partial"], spec.fmt,
+            bool(self.state["options"].get("lenient")), verified, copied,
+            lambda i: digests.get(str(i))).start()
+
+    def _collect(self, verifier: BackgroundVerifier) -> None:
+        verifier.finish()
+        self.state["verified"] = verifier.next
+        done = self.state.setdefault("done", {})
+        done["verify"] = done.get("verify", 0) + verifier.bytes_read
 
     def close_output(self) -> None:
         if self.out is not None:
