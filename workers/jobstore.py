@@ -512,11 +512,17 @@ class JobStore:
                 self.r.delete(lease)
                 return "exhausted", failed
             state = "running" if job.state == "queued" else None
-            claimed = self.transition(
-                job_id, None, state, set_fields={
-                    "lease_token": token, "attempts": job.attempts + 1, "worker": worker,
-                    "reason": None, "started_at": job.started_at or time.time()},
-                event={"type": "attempt", "attempt": job.attempts + 1, "worker": worker})
+            try:
+                # Guarded by the state read above: a cancel or pause that lands between
+                # the lease and this write must not be overwritten (the job revived).
+                claimed = self.transition(
+                    job_id, [job.state], state, set_fields={
+                        "lease_token": token, "attempts": job.attempts + 1, "worker": worker,
+                        "reason": None, "started_at": job.started_at or time.time()},
+                    event={"type": "attempt", "attempt": job.attempts + 1, "worker": worker})
+            except (Conflict, NotFound):
+                self.release_lease(job_id, token)
+                return "skip", None
             return "claimed", claimed
         return self._call(attempt)
 

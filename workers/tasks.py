@@ -171,6 +171,11 @@ class JobRun:
             plan = op.plan.to_dict()
             self._done(plan=plan, result={"plan": plan})
             return "succeeded"
+        journal = (job.checkpoint or {}).get("journal")
+        if job.state == "cancelling" and not (journal and os.path.exists(str(journal))):
+            # Nothing on disk to roll back: no need to wait for the chain lock.
+            self._done(state="cancelled")
+            return "cancelled"
         # Mutating operations: one per chain at a time.
         self.lock = ChainLock(self.store.r, identity, prefix=self.s.prefix,
                               lease_seconds=self.s.lease_seconds)
@@ -180,16 +185,12 @@ class JobRun:
         self.held = held
         assert self.hb is not None
         self.hb.attach(self.lock, held)
-        journal = (job.checkpoint or {}).get("journal")
         if journal and os.path.exists(str(journal)):
             log.info("job %s: resuming from %s with fence %d", job.id, journal, held.fence)
             position = fence_journal(str(journal), held.fence)
             op = backend.resume(str(journal), fence=held.fence)
             self._chunk_done = position["done"]
             self.store.add_event(job.id, {"type": "resumed", "fence": held.fence, **position})
-        elif job.state == "cancelling":
-            self._done(state="cancelled")
-            return "cancelled"
         else:
             op = operations.prepare(backend, job.type, path, options)
         plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
@@ -237,11 +238,16 @@ class JobRun:
 
     def _wait(self, reason: str) -> str:
         """Back to ``queued`` with ``reason``, not counted as an attempt; the chain lock's
-        release (or the reaper, every few seconds) nudges the job again."""
+        release (or the reaper, every few seconds) nudges the job again.
+
+        A cancel or pause asked for meanwhile is kept: ``cancelling`` stays (the reaper
+        nudges it again, as a job without a lease), ``pausing`` becomes ``paused``."""
         job = self.store.get(self.job_id)
-        self.store.transition(self.job_id, None, "queued", token=self.token,
+        target = {"cancelling": None, "pausing": "paused"}.get(job.state, "queued")
+        self.store.transition(self.job_id, None, target, token=self.token,
                               set_fields={"reason": reason, "attempts": max(0, job.attempts - 1)},
-                              delete=["lease_token"], webhook="job.waiting")
+                              delete=["lease_token"],
+                              webhook="job.waiting" if target == "queued" else None)
         log.info("job %s: %s", self.job_id, reason)
         return "waiting"
 

@@ -22,6 +22,7 @@ from api.jobs.schemas import (
     JobListQuerySchema,
     JobListSchema,
     JobSchema,
+    StreamQuerySchema,
 )
 from api.openapi import operation
 from workers import registry
@@ -154,11 +155,13 @@ def _action(job_id: str, action: str) -> Response:
     s = store()
     job = s.get(valid_id(job_id))
     if action == "cancel":
-        if job.state == "queued" or (job.state == "paused" and not job.checkpoint):
+        if job.state in ("queued", "paused") and not job.checkpoint:
             job = s.transition(job.id, [job.state], "cancelled", event={"by": principal().name})
-        elif job.state == "paused":
-            # A paused job has partial output: its worker cleans up as it cancels.
-            job = s.transition(job.id, ["paused"], "cancelling", event={"by": principal().name})
+        elif job.state in ("queued", "paused"):
+            # Partial output (paused, or requeued after a crash): a worker resumes the
+            # journal and cleans up as it cancels.
+            job = s.transition(job.id, [job.state], "cancelling",
+                               event={"by": principal().name})
             dispatch(job)
         else:
             job = s.transition(job.id, ["running", "pausing"], "cancelling",
@@ -215,11 +218,13 @@ def job_events(job_id: str) -> Response:
 @bp.get("/<job_id>/stream")
 @requires("jobs:read")
 @operation("Server-sent events: the job on every change until it finishes", tags=("jobs",),
-           media="text/event-stream", responses={200: ("An SSE stream", None)})
+           query=StreamQuerySchema, media="text/event-stream",
+           responses={200: ("An SSE stream", None)})
 def job_stream(job_id: str) -> Response:
+    q = StreamQuerySchema().load(request.args.to_dict())
     s = store()
     first = s.get(valid_id(job_id))
-    interval = float(request.args.get("interval", "0.5") or 0.5)
+    interval: float = q["interval"]
 
     def events() -> Iterator[str]:
         last = None
@@ -232,7 +237,7 @@ def job_stream(job_id: str) -> Response:
                 yield f"event: job\nid: {job.updated_at}\ndata: {json.dumps(view)}\n\n"
             if job.terminal:
                 return
-            time.sleep(max(0.05, min(interval, 5.0)))
+            time.sleep(interval)
             try:
                 job = s.get(job_id)
             except (NotFound, Conflict):

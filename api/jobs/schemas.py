@@ -210,6 +210,11 @@ class EventsQuerySchema(Strict):
     start = fields.Integer(validate=validate.Range(0, 1_000_000), load_default=0)
 
 
+class StreamQuerySchema(Strict):
+    interval = fields.Float(validate=validate.Range(0.05, 5.0), load_default=0.5,
+                            metadata={"description": "seconds between two looks at the job"})
+
+
 class EventSchema(Schema):
     class Meta:
         unknown = RAISE
