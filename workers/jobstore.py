@@ -49,6 +49,8 @@ STATES = ("queued", "running", "pausing", "paused", "cancelling", "succeeded", "
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = frozenset({"running", "pausing", "cancelling"})
 JOB_TYPES = ("inspect", "plan", "merge", "compact", "convert", "remediate")
+#: Seconds an Idempotency-Key without its job yet counts as a request in flight.
+IDEMPOTENCY_IN_FLIGHT = 30.0
 #: Events kept per job (oldest dropped first).
 MAX_EVENTS = 1000
 #: Chunk latency histogram buckets, seconds (Prometheus ``le``).
@@ -269,7 +271,8 @@ class JobStore:
         if idempotency is not None:
             key, fingerprint = idempotency
             k = f"{self.p}:idem:{key}"
-            value = json.dumps({"fingerprint": fingerprint, "job_id": job.id})
+            value = json.dumps({"fingerprint": fingerprint, "job_id": job.id,
+                                "at": time.time()})
             if not self._call(lambda: self.r.set(k, value, nx=True, ex=24 * 3600)):
                 raw = self._call(lambda: self.r.get(k))
                 if raw is not None:
@@ -280,6 +283,12 @@ class JobStore:
                     try:
                         return self.get(prior["job_id"]), False
                     except NotFound:
+                        # Key taken but no job: either the first request is still
+                        # writing it (a concurrent retry: 409, per the IETF draft), or
+                        # it failed or the job was purged long ago (take the key over).
+                        if time.time() - float(prior.get("at", 0)) < IDEMPOTENCY_IN_FLIGHT:
+                            raise Conflict("a request with this Idempotency-Key is still "
+                                           "being processed; retry later") from None
                         self.r.set(k, value, ex=24 * 3600)
         ev = {"type": "state", "to": job.state, **(event or {})}
 

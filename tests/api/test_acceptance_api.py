@@ -251,3 +251,27 @@ def test_openapi_documents_the_stream_query(client):
     doc = client.get("/openapi.json").json
     params = doc["paths"]["/v1/jobs/{job_id}/stream"]["get"].get("parameters", [])
     assert any(p.get("in") == "query" for p in params), json.dumps(params)
+
+
+# --- Idempotency-Key: a retry racing the first request ----------------------------------
+
+
+def test_idempotency_retry_while_the_first_request_is_in_flight_is_409_not_a_new_job(
+        client, store):
+    # Given a first request that has taken the key but not written its job yet (simulated
+    # by removing the job it names, as a concurrent retry would see it)
+    h = {**auth(), "Idempotency-Key": "ticket-77"}
+    first = client.post("/v1/jobs", json=job_body(), headers=h).json
+    store.r.delete(store.k_job(first["id"]))
+    # When the client retries with the same key and body
+    resp = client.post("/v1/jobs", json=job_body(), headers=h)
+    # Then it is told to retry (409), and no second job is created
+    assert resp.status_code == 409 and resp.content_type == "application/problem+json"
+    assert client.get("/v1/jobs", headers=auth()).json["items"] == []
+    # And a key whose job never appeared (the first request failed long ago) is taken over
+    key = f"{store.p}:idem:writer:ticket-77"
+    rec = json.loads(store.r.get(key))
+    store.r.set(key, json.dumps({**rec, "at": time.time() - 3600}))
+    again = client.post("/v1/jobs", json=job_body(), headers=h)
+    assert again.status_code == 202 and again.json["id"] != first["id"]
+    assert client.post("/v1/jobs", json=job_body(), headers=h).json["id"] == again.json["id"]
