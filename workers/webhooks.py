@@ -67,7 +67,11 @@ def allowed(url: str, allow_hosts: tuple[str, ...]) -> bool:
 
 
 def backoff(attempt: int, base: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    """Exponential backoff with jitter: uniform in [base/2, min(cap, base * 2**attempt)].
+
+    The floor of half the base keeps a failing receiver from being retried at once (full
+    jitter's [0, ...] could draw ~0 s); the spread still de-synchronises the workers.
+    """
     return random.uniform(base / 2, min(MAX_DELAY, base * 2 ** attempt))
 
 
