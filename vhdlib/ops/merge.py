@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 UNIT = 8 << 20
 SUFFIXES = (".vhd", ".avhd", ".vhdx", ".avhdx")
 _ZERO = bytes(UNIT)
+_ZERO_VIEW = memoryview(_ZERO)
 
 
 def find_dependents(folders: set[str], ids: set[str], chain: set[str]) -> list[str]:
@@ -235,14 +236,16 @@ class MergeOperation(Operation):
                     if spent >= budget or time.monotonic() >= deadline:
                         break
                     n = min(UNIT - off % UNIT, ext.end - off)
-                    chunk = buf if n == UNIT else bytearray(n)
+                    view = memoryview(buf)[:n]
                     assert ext.layer is not None
                     disk.layers[ext.layer].pread_into(ext.file_offset + (off - ext.offset),
-                                                      memoryview(chunk))
-                    if chunk == (_ZERO if n == UNIT else bytes(n)):
+                                                      view)
+                    # One reused buffer; the zero test compares in place (a memcmp).
+                    if buf.startswith(_ZERO_VIEW[:n]):
                         anc.write_zeroes(off, n)
                     else:
-                        anc.write(off, chunk)
+                        anc.write(off, view)
+                    view.release()
                     self.add_done(n)
                     spent += n
                     off += n
