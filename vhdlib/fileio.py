@@ -43,8 +43,64 @@ def pread(fd: int, n: int, offset: int) -> bytes:
         return os.read(fd, n)
 
 
+class WriteTracker:
+    """Records every positional write while installed (a debugging and test aid, after
+    pycdlib's PYCDLIB_TRACK_WRITES): ``with WriteTracker() as t: ...`` then
+    :meth:`overlaps` tells whether any byte of a file range was written twice."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, int, int]] = []  # (path, offset, length)
+        self._paths: dict[int, str] = {}
+
+    def record(self, fd: int, offset: int, length: int) -> None:
+        path = self._paths.get(fd)
+        if path is None:
+            try:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                path = f"fd:{fd}"
+            self._paths[fd] = path
+        self.writes.append((path, offset, length))
+
+    def ranges(self, path: str, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+        """``(start, end)`` of the writes to ``path`` within ``[lo, hi)``, in order."""
+        real = os.path.realpath(path)
+        out = []
+        for p, off, n in self.writes:
+            if p != real:
+                continue
+            start, end = max(off, lo), off + n if hi is None else min(off + n, hi)
+            if end > start:
+                out.append((start, end))
+        return out
+
+    def overlaps(self, path: str, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+        """Byte ranges of ``path`` within ``[lo, hi)`` that were written more than once."""
+        twice: list[tuple[int, int]] = []
+        reach = -1
+        for start, end in sorted(self.ranges(path, lo, hi)):
+            if start < reach:
+                twice.append((start, min(end, reach)))
+            reach = max(reach, end)
+        return twice
+
+    def __enter__(self) -> WriteTracker:
+        global _tracker
+        _tracker = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _tracker
+        _tracker = None
+
+
+_tracker: WriteTracker | None = None
+
+
 def pwrite(fd: int, data: Buffer, offset: int) -> int:
     """Write ``data`` at ``offset``; returns the bytes written."""
+    if _tracker is not None:
+        _tracker.record(fd, offset, len(memoryview(data).cast("B")))
     if NATIVE:
         return os.pwrite(fd, data, offset)
     with _lock(fd):
@@ -71,6 +127,8 @@ def preadv(fd: int, buffers: Sequence[memoryview | bytearray], offset: int) -> i
 
 def pwritev(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
     """Write ``buffers`` in order at ``offset``; returns the bytes written."""
+    if _tracker is not None:
+        _tracker.record(fd, offset, sum(len(memoryview(b).cast("B")) for b in buffers))
     if NATIVE:
         return os.pwritev(fd, buffers, offset)
     total = 0
