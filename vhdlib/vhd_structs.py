@@ -13,6 +13,7 @@ import sys
 import time
 from array import array
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from uuid import UUID
 
 from vhdlib.checksum import vhd_checksum
@@ -97,8 +98,35 @@ def unix_time(vhd_ts: int) -> int:
     return vhd_ts + VHD_EPOCH
 
 
+class _Checksummed:
+    """Shared by the footer and the dynamic header: their checksum is the ones'
+    complement of their bytes with the checksum field zeroed (spec, "Checksum")."""
+
+    checksum: int
+
+    def _pack(self, checksum: int) -> bytes:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        """The bytes, with the stored (not recomputed) checksum."""
+        return self._pack(self.checksum)
+
+    def compute_checksum(self) -> int:
+        return vhd_checksum(self._pack(0))
+
+    @property
+    def checksum_ok(self) -> bool:
+        return self.compute_checksum() == self.checksum
+
+    def with_checksum(self: _C) -> _C:
+        return replace(self, checksum=self.compute_checksum())  # type: ignore[type-var]
+
+
+_C = TypeVar("_C", bound=_Checksummed)
+
+
 @dataclass(frozen=True)
-class Footer:
+class Footer(_Checksummed):
     """The 512-byte Hard Disk Footer (the copy at offset 0 of dynamic disks is identical)."""
 
     cookie: bytes
@@ -149,19 +177,6 @@ class Footer:
                            self.disk_type, checksum, self.unique_id.bytes, self.saved_state,
                            self.reserved)
 
-    def serialize(self) -> bytes:
-        """The 512 bytes, with the stored (not recomputed) checksum."""
-        return self._pack(self.checksum)
-
-    def compute_checksum(self) -> int:
-        return vhd_checksum(self._pack(0))
-
-    @property
-    def checksum_ok(self) -> bool:
-        return self.compute_checksum() == self.checksum
-
-    def with_checksum(self) -> Footer:
-        return replace(self, checksum=self.compute_checksum())
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,7 @@ class ParentLocator:
 
 
 @dataclass(frozen=True)
-class DynamicHeader:
+class DynamicHeader(_Checksummed):
     """The 1024-byte Dynamic Disk Header (``cxsparse``)."""
 
     cookie: bytes
@@ -264,18 +279,6 @@ class DynamicHeader:
                            checksum, self.parent_unique_id.bytes, self.parent_timestamp,
                            self.reserved1, self.parent_unicode_name_raw, locs, self.reserved2)
 
-    def serialize(self) -> bytes:
-        return self._pack(self.checksum)
-
-    def compute_checksum(self) -> int:
-        return vhd_checksum(self._pack(0))
-
-    @property
-    def checksum_ok(self) -> bool:
-        return self.compute_checksum() == self.checksum
-
-    def with_checksum(self) -> DynamicHeader:
-        return replace(self, checksum=self.compute_checksum())
 
 
 @dataclass
