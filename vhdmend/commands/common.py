@@ -36,3 +36,9 @@ def add_retire(p: argparse.ArgumentParser) -> None:
                    help="move retired disks into DIR (default for remediate: an archive "
                         "folder beside the base)")
     g.add_argument("--delete", action="store_true", help="delete retired disks")
+
+
+def add_lenient(p: argparse.ArgumentParser) -> None:
+    """``--lenient``: accept inputs whose checksums are wrong."""
+    p.add_argument("--lenient", action="store_true",
+                   help="accept inputs whose checksums are wrong (with a warning)")

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import vhdlib
-from vhdmend.commands.common import add_json, common_parent
+from vhdmend.commands.common import add_json, add_lenient, common_parent
 from vhdmend.output import emit_json, print_mapping
 from vhdmend.sizes import human_size
 
@@ -19,8 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", parents=[parent], help="describe a disk and its chain",
                        description="Describe a VHD/VHDX disk and its whole differencing chain.")
     p.add_argument("path", help="the disk (for a chain: the newest file)")
-    p.add_argument("--lenient", action="store_true",
-                   help="accept images whose checksums are wrong (with a warning)")
+    add_lenient(p)
     add_json(p)
     p.set_defaults(func=cmd_info)
 
@@ -28,8 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Map the virtual disk: data (which layer, which file "
                                    "offset), explicit zeros, unallocated. Like qemu-img map.")
     p.add_argument("path", help="the disk (for a chain: the newest file)")
-    p.add_argument("--lenient", action="store_true",
-                   help="accept images whose checksums are wrong (with a warning)")
+    add_lenient(p)
     add_json(p)
     p.set_defaults(func=cmd_map)
 
@@ -39,8 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("path", help="the disk file")
     p.add_argument("--repair", action="store_true",
                    help="apply safe repairs only and say what was done")
-    p.add_argument("--lenient", action="store_true",
-                   help="accept images whose checksums are wrong (with a warning)")
+    add_lenient(p)
     add_json(p)
     p.set_defaults(func=cmd_check)
 

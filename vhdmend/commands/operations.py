@@ -11,7 +11,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from vhdmend.commands.common import add_plan, add_retire, common_parent
+from vhdmend.commands.common import add_lenient, add_plan, add_retire, common_parent
 from vhdmend.output import emit_json, note, print_mapping, print_plan
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
 from vhdmend.sizes import size_arg
@@ -113,12 +113,6 @@ def _uuid_arg(text: str) -> str:
 def _identity_options(args: argparse.Namespace) -> dict[str, Any]:
     """``uuid``/``timestamp`` only when given (the library picks them otherwise)."""
     return {k: v for k in ("uuid", "timestamp") if (v := getattr(args, k, None)) is not None}
-
-
-def add_lenient(p: argparse.ArgumentParser) -> None:
-    """``--lenient``: accept inputs whose checksums are wrong."""
-    p.add_argument("--lenient", action="store_true",
-                   help="accept inputs whose checksums are wrong (with a warning)")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
