@@ -207,7 +207,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                          int(p.get("phase_total", 0)), int(p["done"]), int(p["total"])))
         if job["state"] in ("succeeded", "failed", "cancelled", "paused"):
             print(file=sys.stderr)
-            print(json.dumps({k: job[k] for k in ("id", "state", "result", "error")}, indent=2))
+            if getattr(args, "print_job", True):
+                print(json.dumps({k: job[k] for k in ("id", "state", "result", "error")},
+                                 indent=2))
             return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED,
                     "paused": EXIT_OK}.get(job["state"], EXIT_FAILED)
         time.sleep(args.interval)

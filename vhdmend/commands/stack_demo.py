@@ -239,8 +239,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _watch(stack: Stack, job_id: str, quiet: bool) -> None:
-    """The client's ``vhdmend watch`` (progress bar on stderr, the job's JSON at the end)."""
-    args = argparse.Namespace(url=stack.url, token=stack.token, job_id=job_id, interval=0.5)
+    """The client's ``vhdmend watch`` (progress bar on stderr); the demo prints its own
+    summary instead of the job's JSON."""
+    args = argparse.Namespace(url=stack.url, token=stack.token, job_id=job_id, interval=0.5,
+                              print_job=False)
     if not quiet:
         stack.svc.cmd_watch(args)
         return
