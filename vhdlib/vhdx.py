@@ -823,8 +823,11 @@ class VhdxLayer(Layer):
 
     # --- deterministic finish ---------------------------------------------------------
 
-    def finalize(self, seed: bytes) -> None:
+    def finalize(self, seed: bytes, *, keep_data_write_guid: bool = False) -> None:
         """Make the file's bytes a pure function of its content and ``seed``.
+
+        ``keep_data_write_guid``: the content did not change (compaction), so children
+        linked to this disk must still resolve to it; the DataWriteGuid stays as it is.
 
         Contract for callers that resume after kill -9 and need bit-identical output:
 
@@ -852,7 +855,8 @@ class VhdxLayer(Layer):
             os.ftruncate(self._fd, self._alloc_end)
         os.fsync(self._fd)
         fwg = _derive_guid(seed, b"file_write_guid")
-        dwg = _derive_guid(seed, b"data_write_guid")
+        dwg = (self.header.data_write_guid if keep_data_write_guid
+               else _derive_guid(seed, b"data_write_guid"))
         seqs = [h.sequence_number for h in self._headers if h is not None and h.valid]
         k = None
         for h in self._headers:

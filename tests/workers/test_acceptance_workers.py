@@ -208,3 +208,30 @@ def test_redone_chunks_bound_helper_is_strict():
     assert_at_most_one_chunk_redone({"attempts": 2, "chunks": 10}, ref)
     with pytest.raises(AssertionError):
         assert_at_most_one_chunk_redone({"attempts": 2, "chunks": 12}, ref)
+
+
+# --- compact over the service ------------------------------------------------------------
+
+
+def test_compact_job_shrinks_the_base_bit_identically(stack):
+    # Given a demo base with explicit zero blocks
+    chain = make_chain(stack.root / "vm1")
+    base = chain[0]
+    before = base.stat().st_size
+    content = vhdlib.open(str(base), resolve_parents=False)
+    try:
+        want = content.read(0, content.virtual_size)
+    finally:
+        content.close()
+    ref = reference_run(stack.root / "vm1", stack.tmp, "compact", base.name, base.name)
+    stack.worker()
+    stack.api()
+    # When a compact job runs on the host's worker
+    job_id = submit(stack, {"type": "compact", "path": f"vm1/{base.name}"})
+    job = wait_state(stack, job_id, "succeeded")
+    # Then the file shrank, reads as before, and matches an uninterrupted in-process run
+    assert base.stat().st_size < before
+    assert file_sha256(base) == ref.sha256
+    assert job["chunks"] == ref.checkpoints
+    with vhdlib.open(str(base), resolve_parents=False) as disk:
+        assert disk.read(0, disk.virtual_size) == want

@@ -116,6 +116,11 @@ class CompactOperation(Operation):
         if self.layer is None:
             self.layer = open_layer(self.state["options"]["path"], writable=True,
                                     fmt=self.state["format"])
+            keep = getattr(self.layer, "keep_data_write_guid", None)
+            if keep is not None:
+                # Compaction changes where blocks live, not what the disk reads: children
+                # linked to this disk's id must keep resolving to it.
+                keep()
             self.store = self.layer.block_store()
 
     def flush_files(self) -> None:
@@ -167,7 +172,7 @@ class CompactOperation(Operation):
             assert self.layer is not None
             finalize = getattr(self.layer, "finalize", None)
             if finalize is not None:
-                finalize(bytes.fromhex(self.state["seed"]))
+                finalize(bytes.fromhex(self.state["seed"]), keep_data_write_guid=True)
             self.next_phase()
 
     def result(self) -> dict[str, Any]:

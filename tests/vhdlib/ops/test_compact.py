@@ -83,3 +83,12 @@ def test_compact_when_every_block_is_empty(tmp_path: Path, fmt: str) -> None:
     with open_layer(str(path)) as layer:
         assert [p.code for p in layer.check() if p.code != "warning"] == []
     assert read_all(path) == bytes(8 * block)
+
+
+def test_compacting_a_parent_keeps_its_children_reading(tmp_path: Path, fmt: str) -> None:
+    # Compaction does not change what a disk reads, so its children still resolve to it
+    # (a VHDX keeps its DataWriteGuid, the id children link to).
+    chain = build_chain(tmp_path, fmt, children=2, zero_blocks=3, writes=10)
+    result = ops.prepare("compact", str(chain.base)).run()
+    assert result["dropped_blocks"] >= 3
+    assert read_all(chain.newest) == chain.ref
