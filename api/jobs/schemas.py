@@ -80,6 +80,7 @@ class RemediateOptionsSchema(Strict):
     format = fields.String(validate=FORMAT)
     archive = RelPath()
     delete = fields.Boolean()
+    force = fields.Boolean()
     block_size = fields.Integer(validate=BLOCK)
     sparse = fields.Boolean()
     lenient = fields.Boolean()

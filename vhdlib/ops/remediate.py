@@ -14,9 +14,10 @@ import contextlib
 import os
 from typing import Any
 
-from vhdlib.errors import UsageError
+from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.ops import retire
 from vhdlib.ops.convert import CopyOperation, _format_from_suffix
+from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import step
 from vhdlib.plan import Plan
 from vhdlib.space import volume_of
@@ -34,7 +35,7 @@ class RemediateOperation(CopyOperation):
     def prepare(cls, newest: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, archive: str | None = None, delete: bool = False,
                 block_size: int | None = None, sparse: bool = False, lenient: bool = False,
-                uuid: str | None = None, timestamp: int | None = None,
+                uuid: str | None = None, timestamp: int | None = None, force: bool = False,
                 **unknown: Any) -> RemediateOperation:
         if unknown:
             raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
@@ -67,6 +68,18 @@ class RemediateOperation(CopyOperation):
             if not output:
                 state["archive_dir"] = options["archive"] or os.path.join(
                     os.path.dirname(base), f"vhdmend-archive-{state['id'][:8]}")
+                # The swap retires every layer: another snapshot branch hanging off one of
+                # them would lose its parent (its locators would find the new disk, another
+                # id). Refused like a merge's dependents; --force overrides.
+                dependents = find_dependents(
+                    {os.path.dirname(p) for p in state["chain"]},
+                    {str(layer.link_id) for layer in disk.layers},
+                    {os.path.realpath(p) for p in state["chain"]})
+                if dependents and not force:
+                    raise DependentChildrenError(
+                        "other differencing disks depend on disks this remediation retires "
+                        "(--output leaves the chain in place; --force to go ahead)",
+                        path=base, children=dependents)
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])
             op = cls(state, plan)
             op._copy_plan_steps(disk, spec)

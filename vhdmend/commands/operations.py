@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--type", choices=TYPES, default="fixed", help="result type (default fixed)")
     p.add_argument("--format", choices=("vhd", "vhdx"),
                    help="result format (default: --output's suffix, else the base's format)")
+    p.add_argument("--force", action="store_true",
+                   help="go ahead when other differencing disks depend on a disk of the chain "
+                        "(they lose their parent; --output leaves the chain in place instead)")
     add_output_options(p)
     add_retire(p)
     add_lenient(p)
@@ -142,7 +145,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
                      format=args.format, archive=args.archive, delete=args.delete,
                      block_size=args.block_size, sparse=args.sparse, lenient=args.lenient,
-                     **_identity_options(args))
+                     force=args.force, **_identity_options(args))
     return execute(args, op)
 
 

@@ -97,3 +97,25 @@ def test_remediate_argument_errors(tmp_path: Path) -> None:
         ops.prepare("remediate", str(chain.newest), archive=str(tmp_path), delete=True)
     with pytest.raises(UsageError):
         ops.prepare("remediate", str(chain.newest), bogus=1)
+
+
+def test_remediate_refuses_when_another_branch_depends_on_the_chain(tmp_path: Path) -> None:
+    chain = build_chain(tmp_path, "vhd", children=2)
+    from tests.chains import create
+    from vhdlib.formats import open_layer
+    from vhdlib.layer import DiskType
+    with open_layer(str(chain.paths[1])) as middle:
+        create("vhd", tmp_path / "branch.avhd", None, DiskType.DIFFERENCING,
+               parent=middle).close()
+    before = {p.name: file_sha256(p) for p in chain.paths}
+    with pytest.raises(vhdlib.errors.DependentChildrenError, match=r"branch\.avhd"):
+        ops.prepare("remediate", str(chain.newest))
+    assert {p.name: file_sha256(p) for p in chain.paths} == before
+    # --output leaves the chain (and the branch) in place: allowed
+    out = tmp_path / "flat.vhd"
+    ops.prepare("remediate", str(chain.newest), str(out)).run()
+    assert read_all(out) == chain.ref
+    assert read_all(tmp_path / "branch.avhd") is not None
+    # --force goes ahead
+    ops.prepare("remediate", str(chain.newest), force=True).run()
+    assert read_all(chain.base) == chain.ref
