@@ -23,6 +23,8 @@ import secrets
 import time
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 import vhdlib
 from vhdlib import journal as vjournal
 from vhdlib.errors import Cancelled, FenceError, OperationInProgressError, VhdlibError
@@ -147,6 +149,10 @@ class JobRun:
     def _finish_quietly(self, state: str, error: dict[str, Any] | None, *,
                         only_if_owner: bool) -> None:
         try:
+            self._unreserve(self.job_id)
+        except Exception as e:  # a stale reservation is dropped by the next job anyway
+            log.warning("job %s: dropping the chain reservation failed: %s", self.job_id, e)
+        try:
             self.store.transition(self.job_id, None, state,
                                   token=self.token if only_if_owner else None,
                                   set_fields={"error": error}, delete=["lease_token"])
@@ -182,6 +188,13 @@ class JobRun:
         held = self.lock.acquire(job.id)
         if held is None:
             return self._wait_for_lock(job)
+        reserved_by = self._reserved_by_another(job.id)
+        if reserved_by is not None:
+            # A paused job keeps the chain: its journal describes these files.
+            self.lock.release(held)
+            self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
+            self.lock = None
+            return self._wait(f"waiting for the chain kept by paused job {reserved_by}")
         self.held = held
         assert self.hb is not None
         self.hb.attach(self.lock, held)
@@ -203,13 +216,53 @@ class JobRun:
             before_irreversible=self._before_irreversible, fence=held.fence,
             chunk_bytes=self.s.chunk_bytes or None, chunk_seconds=self.s.chunk_seconds or None)
         if result.get("status") == "paused":
+            self.store.r.set(self._reservation_key(), job.id)
             self.store.transition(job.id, None, "paused", token=self.token,
                                   delete=["lease_token"])
             return "paused"
         self._done(result=_jsonable(result))
         return "succeeded"
 
+    def _reservation_key(self) -> str:
+        assert self.lock is not None
+        return f"{self.s.prefix}:reserved:{self.lock.identity}"
+
+    def _reserved_by_another(self, job_id: str) -> str | None:
+        """The paused job that keeps this chain, when it is not ``job_id`` and still
+        unfinished (a reservation of a finished or purged job is dropped)."""
+        raw = self.store.r.get(self._reservation_key())
+        if raw is None:
+            return None
+        other = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if other == job_id:
+            return None
+        state = self.store.state_of(other) or "gone"
+        if state in ("succeeded", "failed", "cancelled", "gone"):
+            self._unreserve(other)
+            return None
+        return other
+
+    def _unreserve(self, job_id: str) -> None:
+        """Drop the chain's reservation if ``job_id`` holds it (compare-and-delete)."""
+        if self.lock is None:
+            return
+        key = self._reservation_key()
+        pipe = self.store.r.pipeline(transaction=True)
+        try:
+            pipe.watch(key)
+            raw = pipe.get(key)
+            holder = raw.decode() if isinstance(raw, bytes) else raw
+            if holder == job_id:
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+        except redis_errors.WatchError:
+            pass  # someone else changed it: not ours to drop
+        finally:
+            pipe.reset()
+
     def _done(self, *, state: str = "succeeded", **fields: Any) -> None:
+        self._unreserve(self.job_id)
         self.store.transition(self.job_id, None, state, token=self.token,
                               set_fields={**fields, "phase": "done" if state == "succeeded"
                                           else None}, delete=["lease_token"])

@@ -26,6 +26,7 @@ from tests.workers.conftest import (
 from tests.workers.test_lifecycle import (
     assert_at_most_one_chunk_redone,
     events,
+    get,
     merge_job,
     submit,
     wait_percent,
@@ -235,3 +236,31 @@ def test_compact_job_shrinks_the_base_bit_identically(stack):
     assert job["chunks"] == ref.checkpoints
     with vhdlib.open(str(base), resolve_parents=False) as disk:
         assert disk.read(0, disk.virtual_size) == want
+
+
+# --- a paused job keeps its chain ------------------------------------------------------
+
+
+def test_a_paused_job_keeps_its_chain_until_it_ends(stack):
+    # Given a merge paused half way (its journal describes the chain's files)
+    chain = make_chain(stack.root / "vm1")
+    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
+    stack.worker()
+    stack.api()
+    a = submit(stack, merge_job(chain))
+    wait_percent(stack, a, 20)
+    assert http("POST", f"{stack.url}/v1/jobs/{a}/pause")[1]["state"] == "pausing"
+    wait_state(stack, a, "paused")
+    # When another job wants the same chain (a compact of its base)
+    b = submit(stack, {"type": "compact", "path": f"vm1/{chain[0].name}"})
+    # Then it waits, saying which paused job keeps the chain, and changes nothing
+    waiting = wait_for(lambda: (j := get(stack, b))["state"] == "queued" and j.get("reason")
+                       and j, 30, what="the compact waiting for the paused merge")
+    assert a in waiting["reason"] and "paused" in waiting["reason"]
+    base_before = file_sha256(chain[0])
+    # And once the paused job is resumed and done, the waiting one runs
+    assert http("POST", f"{stack.url}/v1/jobs/{a}/resume")[1]["state"] == "queued"
+    wait_state(stack, a, "succeeded")
+    assert file_sha256(chain[-2]) == ref.sha256
+    wait_state(stack, b, "succeeded")
+    assert file_sha256(chain[0]) != base_before  # the compact did its work afterwards
