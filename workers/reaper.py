@@ -39,6 +39,10 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
             try:
                 job = store.get(job_id)
                 target = {"running": "queued", "pausing": "paused"}.get(state)
+                # A job that had an execution (a lease token) lost it: that is an event. A
+                # cancelling job waiting for its chain has none: it is only nudged again,
+                # without filling its history with one event per sweep.
+                died = bool(job.lease_token)
                 # Guarded by the dead execution's token: if a new claim slipped in between,
                 # the transition fails and we leave the job alone.
                 store.transition(job_id, [state], target, token=job.lease_token,
@@ -46,10 +50,14 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
                                              "heartbeating; requeued"
                                              if target == "queued" else None},
                                  delete=["lease_token"],
-                                 event={"type": "reaped", "worker": job.worker})
+                                 event={"type": "reaped", "worker": job.worker}
+                                 if died else None)
             except (Conflict, LostLease, NotFound):
                 continue
-            log.warning("job %s: lease expired while %s; reaped", job_id, state)
+            if died:
+                log.warning("job %s: lease expired while %s; reaped", job_id, state)
+            else:
+                log.debug("job %s: %s without an execution; nudged again", job_id, state)
             if state != "pausing":
                 send(job_id, job.host)
                 nudged.append(job_id)
