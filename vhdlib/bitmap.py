@@ -81,12 +81,6 @@ def runs(bitmap: bytes | bytearray | memoryview, first: int, count: int, *,
         yield pending
 
 
-def all_set(bitmap: bytes | bytearray | memoryview) -> bool:
-    """True when every bit is 1."""
-    data = bytes(bitmap)
-    return data.count(0xFF) == len(data)
-
-
 def set_bits(bitmap: bytearray, first: int, count: int, *, msb_first: bool) -> None:
     """Set bits ``[first, first+count)`` to 1 in place."""
     end = first + count

@@ -1,13 +1,10 @@
-"""Free space, checked exactly before writing, and space reservation (fallocate)."""
+"""Free space per volume, checked exactly before writing (fallocate lives in fileio)."""
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vhdlib import fileio
 from vhdlib.errors import InsufficientSpaceError
 
 #: What a journal may grow to (its cursor, identities and per-window digests), reserved
@@ -87,30 +84,3 @@ class SpaceBudget:
                     f"volume of {need.volume.path} needs {need.needed} bytes free but has "
                     f"{free} ({'; '.join(need.reasons or [])})", path=need.volume.path,
                     needed=need.needed, available=free)
-
-
-def reserve(fd: int, offset: int, length: int, path: str = "") -> None:
-    """Allocate ``[offset, offset+length)`` of a file without writing it (fallocate).
-
-    A fixed disk must never be the write that fills the volume later: reserve it now.
-    """
-    if length <= 0:
-        return
-    try:
-        fileio.allocate(fd, offset, length)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientSpaceError(f"cannot reserve {length} bytes: {e.strerror}",
-                                         path=path, needed=length) from e
-        raise
-
-
-def translate_enospc(e: OSError, path: str) -> InsufficientSpaceError | None:
-    """An :class:`InsufficientSpaceError` for ENOSPC/EDQUOT, else ``None``."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpaceError(f"volume full while writing: {e.strerror}", path=path)
-    return None
-
-
-def total(sizes: Iterable[int]) -> int:
-    return sum(sizes)

@@ -24,7 +24,6 @@ from vhdlib.errors import (
     ChangedInputError,
     FenceError,
     InsufficientSpaceError,
-    UsageError,
     VhdlibError,
 )
 from vhdlib.formats import open_layer
@@ -332,10 +331,3 @@ def step(name: str, description: str, read: int = 0, write: int = 0,
          irreversible: bool = False) -> Step:
     """Shorthand for a plan step."""
     return Step(name, description, read, write, irreversible)
-
-
-def open_writable(path: str) -> Layer:
-    """Open an image for writing (a layer, no parent resolution)."""
-    if not os.path.exists(path):
-        raise UsageError("output vanished", path=path)
-    return open_layer(path, writable=True)

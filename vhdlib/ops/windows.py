@@ -39,12 +39,6 @@ _ZERO_PIECE = bytes(PIECE)
 Sink = Callable[[int, memoryview], None]
 
 
-def data_ranges(disk: Disk, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """``(offset, length)`` of DATA in ``[start, end)``, layers merged, split into units."""
-    for pos, n, _ext in _units(_data_extents(disk, start, end)):
-        yield pos, n
-
-
 def _data_extents(disk: Disk, start: int, end: int) -> list[Extent]:
     return [e for e in disk.extents(start, end - start) if e.kind is ExtentKind.DATA]
 
@@ -194,11 +188,6 @@ def _look_ahead(disk: Disk, index: int, *, prefetch: bool = True) -> None:
     if prefetch:
         _prefetch(disk, plan[0])
     _ahead[disk] = (index, plan)
-
-
-def data_bytes(disk: Disk) -> int:
-    """Bytes of the chain that are DATA in some layer (what a copy reads)."""
-    return sum(e.length for e in disk.extents() if e.kind is ExtentKind.DATA)
 
 
 def _nonzero_runs(buf: bytearray, offset: int, n: int | None = None,
