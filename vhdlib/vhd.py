@@ -908,10 +908,9 @@ class VhdBlockStore(BlockStore):
 
     def reserved_ranges(self) -> list[tuple[int, int]]:
         lay = self.layer
-        # The whole metadata area (padding included: _data_end counts it), then the footer.
-        out = sorted({(0, lay._meta_end()), *lay._meta})
-        out.append((lay._footer_pos, lay._footer_pos + FOOTER_SIZE))
-        return out
+        # The whole metadata area (padding included: _data_end counts it). Not the trailing
+        # footer: it follows the last slot wherever that ends, truncate_after rewrites it.
+        return sorted({(0, lay._meta_end()), *lay._meta})
 
     def data_area_start(self) -> int:
         return _align_up(self.layer._meta_end(), SECTOR_SIZE)

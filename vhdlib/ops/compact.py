@@ -60,10 +60,7 @@ def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
         if not placed:
             break
     moved_from = {m[0] for m in moves}
-    # Structures after every slot (the VHD trailing footer) are rewritten by
-    # truncate_after, so they do not hold the end up.
-    last_slot_end = max((off + slot for off, _ in slots), default=start)
-    ends = [hi for lo, hi in store.reserved_ranges() if lo < last_slot_end]
+    ends = [hi for lo, hi in store.reserved_ranges()]
     ends += [off + slot for off, i in slots if i not in moved_from]
     ends += [m[2] + slot for m in moves]
     return moves, max(ends) if ends else start
