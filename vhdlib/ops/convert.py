@@ -46,35 +46,30 @@ class CopyOperation(Operation):
     # --- preparation ------------------------------------------------------------------
 
     @classmethod
-    def _prepare_copy(cls, source: str, target: str, dest: str, spec_opts: dict[str, Any],
-                      options: dict[str, Any]) -> tuple[dict[str, Any], Disk, output.OutputSpec]:
-        lenient = bool(options.get("lenient"))
-        disk = open_disk(source, lenient=lenient)
-        try:
-            check_sizes(disk)
-            fmt = spec_opts.get("format") or disk.top.format
-            spec = output.OutputSpec(
-                fmt=fmt, type=spec_opts.get("type") or "fixed",
-                virtual_size=disk.virtual_size,
-                block_size=int(spec_opts.get("block_size") or output.DEFAULT_BLOCK[fmt]),
-                logical_sector_size=disk.logical_sector_size,
-                # Explicit ids make the output reproducible (two runs, same bytes).
-                uuid=str(spec_opts.get("uuid") or uuid.uuid4()),
-                timestamp=int(spec_opts.get("timestamp") or time.time()),
-                sparse=bool(spec_opts.get("sparse")))
-            spec.validate()
-            state = cls.new_state(cls.kind, target, options)
-            state["inputs"] = [layer.identity().to_dict() for layer in disk.layers]
-            state["chain"] = [os.path.abspath(p) for p in disk.chain]
-            state["output_spec"] = spec.to_dict()
-            state["output"] = {"path": os.path.abspath(dest), "uuid": spec.uuid}
-            state["destination"] = os.path.abspath(dest)
-            state["partial"] = os.path.abspath(dest) + PARTIAL
-            state["digests"] = {}
-            return state, disk, spec
-        except BaseException:
-            disk.close()
-            raise
+    def _prepare_copy(cls, disk: Disk, dest: str, options: dict[str, Any]
+                      ) -> tuple[dict[str, Any], output.OutputSpec]:
+        """The checkpoint and output spec of a copy of the open ``disk`` to ``dest``."""
+        check_sizes(disk)
+        fmt = options.get("format") or disk.top.format
+        spec = output.OutputSpec(
+            fmt=fmt, type=options.get("type") or "fixed",
+            virtual_size=disk.virtual_size,
+            block_size=int(options.get("block_size") or output.DEFAULT_BLOCK[fmt]),
+            logical_sector_size=disk.logical_sector_size,
+            # Explicit ids make the output reproducible (two runs, same bytes).
+            uuid=str(options.get("uuid") or uuid.uuid4()),
+            timestamp=int(options.get("timestamp") or time.time()),
+            sparse=bool(options.get("sparse")))
+        spec.validate()
+        state = cls.new_state(cls.kind, dest, options)
+        state["inputs"] = [layer.identity().to_dict() for layer in disk.layers]
+        state["chain"] = [os.path.abspath(p) for p in disk.chain]
+        state["output_spec"] = spec.to_dict()
+        state["output"] = {"path": os.path.abspath(dest), "uuid": spec.uuid}
+        state["destination"] = os.path.abspath(dest)
+        state["partial"] = os.path.abspath(dest) + PARTIAL
+        state["digests"] = {}
+        return state, spec
 
     def _copy_plan_steps(self, disk: Disk, spec: output.OutputSpec) -> int:
         """Add create/copy/verify steps and the space need; returns data bytes."""
@@ -305,8 +300,8 @@ class ConvertOperation(CopyOperation):
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
                    "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
-        state, disk, spec = cls._prepare_copy(source, dest, dest, options, options)
-        with disk:
+        with open_disk(source, lenient=lenient) as disk:
+            state, spec = cls._prepare_copy(disk, dest, options)
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])
             op = cls(state, plan)
             op._copy_plan_steps(disk, spec)

@@ -14,6 +14,7 @@ import contextlib
 import os
 from typing import Any
 
+from vhdlib.chain import open as open_disk
 from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.ops import retire
 from vhdlib.ops.convert import CopyOperation, _format_from_suffix
@@ -49,21 +50,19 @@ class RemediateOperation(CopyOperation):
             "type": type, "format": format, "archive": archive and os.path.abspath(archive),
             "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient,
             "uuid": uuid, "timestamp": timestamp}
-        # The destination depends on the base, known only once the chain is open.
-        from vhdlib.chain import open as open_disk
-        with open_disk(newest, lenient=lenient) as probe:
-            base = os.path.abspath(probe.base.path)
-            fmt = format or (output and _format_from_suffix(output)) or probe.base.format
-        if output:
-            dest = os.path.abspath(output)
-            if os.path.exists(dest):
-                raise UsageError("output exists; refusing to overwrite it", path=dest)
-        else:
-            stem, _ext = os.path.splitext(base)
-            dest = base if _format_from_suffix(base) == fmt else stem + SUFFIX[fmt]
-        options["format"] = fmt
-        state, disk, spec = cls._prepare_copy(newest, dest, dest, options, options)
-        with disk:
+        with open_disk(newest, lenient=lenient) as disk:
+            # The destination depends on the base, known once the chain is open.
+            base = os.path.abspath(disk.base.path)
+            fmt = format or (output and _format_from_suffix(output)) or disk.base.format
+            if output:
+                dest = os.path.abspath(output)
+                if os.path.exists(dest):
+                    raise UsageError("output exists; refusing to overwrite it", path=dest)
+            else:
+                stem, _ext = os.path.splitext(base)
+                dest = base if _format_from_suffix(base) == fmt else stem + SUFFIX[fmt]
+            options["format"] = fmt
+            state, spec = cls._prepare_copy(disk, dest, options)
             state["base"] = base
             if not output:
                 state["archive_dir"] = options["archive"] or os.path.join(
