@@ -20,9 +20,10 @@ _TABLE_OFFSETS = (S.REGION_TABLE1_OFFSET, S.REGION_TABLE2_OFFSET)
 class HeaderPair:
     """Both headers; the current one is the valid one with the higher sequence number."""
 
-    def __init__(self, headers: list[S.Header | None], slot: int) -> None:
+    def __init__(self, headers: list[S.Header | None], slot: int, path: str) -> None:
         self.headers = headers
         self.slot = slot
+        self.path = path
 
     @property
     def current(self) -> S.Header:
@@ -60,7 +61,7 @@ class HeaderPair:
         # Equal sequence numbers in two valid headers are legal: Disk2vhd writes two identical
         # headers (qemu-iotests test-disk2vhd.vhdx); either one is current then.
         h = max(valid, key=lambda h: h.sequence_number)
-        pair = cls(found, found.index(h))
+        pair = cls(found, found.index(h), path)
         if h.version != 1:
             raise UnsupportedError(f"VHDX header version {h.version} (only 1 is defined)",
                                    path=path)
@@ -83,7 +84,7 @@ class HeaderPair:
         slot = 1 - self.slot
         for step in (1, 2):
             data = cur.copy(sequence_number=seq + step, **changes).serialize()
-            fileio.pwrite(fd, data, _HEADER_OFFSETS[slot])
+            fileio.write_all(fd, [data], _HEADER_OFFSETS[slot], path=self.path)
             os.fsync(fd)
             self.headers[slot] = S.Header.parse(data)
             self.slot = slot
@@ -105,7 +106,7 @@ class HeaderPair:
         for slot, step in ((0, 0), (1, 1)):
             data = S.Header.new(((k << 32) + step), file_write_guid, data_write_guid,
                                 cur.log_offset, cur.log_length).serialize()
-            fileio.pwrite(fd, data, _HEADER_OFFSETS[slot])
+            fileio.write_all(fd, [data], _HEADER_OFFSETS[slot], path=self.path)
             os.fsync(fd)
             self.headers[slot] = S.Header.parse(data)
         self.slot = 1
@@ -115,7 +116,8 @@ class RegionTables:
     """Both region tables; the first valid copy is used (2.2.3)."""
 
     def __init__(self, tables: list[S.RegionTable | None], table: S.RegionTable,
-                 bat: S.RegionEntry, metadata: S.RegionEntry) -> None:
+                 bat: S.RegionEntry, metadata: S.RegionEntry, path: str) -> None:
+        self.path = path
         self.tables = tables
         self.table = table
         self.bat = bat
@@ -176,13 +178,13 @@ class RegionTables:
         meta = table.find(S.METADATA_REGION_GUID)
         if bat is None or meta is None:
             raise ImageError("region table lacks the BAT or the metadata region", path=path)
-        return cls(tables, table, bat, meta)
+        return cls(tables, table, bat, meta, path)
 
     def repair(self, fd: int) -> None:
         """Rewrite the damaged copies from the one in use, then fsync."""
         data = S.RegionTable.new(self.table.entries).serialize()
         for i, t in enumerate(self.tables):
             if t is None or not t.valid:
-                fileio.pwrite(fd, data, _TABLE_OFFSETS[i])
+                fileio.write_all(fd, [data], _TABLE_OFFSETS[i], path=self.path)
         os.fsync(fd)
         self.tables = [S.RegionTable.parse(data), S.RegionTable.parse(data)]

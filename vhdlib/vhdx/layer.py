@@ -271,7 +271,7 @@ class VhdxLayer(VhdxReader):
         end = pos + self.header.log_length
         while pos < end:
             n = min(MiB, end - pos)
-            fileio.pwrite(self._fd, _ZERO_MIB[:n], pos)
+            fileio.write_all(self._fd, [memoryview(_ZERO_MIB)[:n]], pos, path=self.path)
             pos += n
         os.fsync(self._fd)
         self._session.reset()
