@@ -83,7 +83,15 @@ class PathMapping:
         rel = os.path.relpath(_real(local), self.local_prefix)
         if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir:
             return None
-        return join_windows(self.windows_prefix, rel.split(os.sep))
+        # Folders shared with the mapped file keep the host's spelling of them.
+        mine = os.path.relpath(self.local_path, self.local_prefix).split(os.sep)
+        theirs = self.windows_path.replace("/", "\\").split("\\")[-len(mine):]
+        parts = rel.split(os.sep)
+        for i, part in enumerate(parts):
+            if i >= len(mine) or part != mine[i]:
+                break
+            parts[i] = theirs[i]
+        return join_windows(self.windows_prefix, parts)
 
     def to_dict(self) -> dict[str, object]:
         return {"windows_path": self.windows_path, "local_path": self.local_path,
@@ -177,7 +185,10 @@ class PathMapper:
             if local is not None:
                 return PathMapping(windows_path, local, "share", len(win.components),
                                    win.anchor, base)
-        comps = win.components
+        # A guess: for a UNC path the share's name is likely a folder's name too.
+        anchor, comps = win.anchor, win.components
+        if win.share is not None:
+            anchor, comps = f"\\\\{win.server}", (win.share, *comps)
         for k in range(len(comps), 0, -1):
             hits = {_real(p) for root in self.roots
                     if (p := self._resolve(root, comps[-k:])) is not None}
@@ -189,7 +200,7 @@ class PathMapper:
                 for _ in range(k):
                     prefix = os.path.dirname(prefix)
                 return PathMapping(windows_path, local, "guess", k,
-                                   join_windows(win.anchor, comps[:-k]), prefix)
+                                   join_windows(anchor, comps[:-k]), prefix)
         return None
 
     def _resolve(self, base: str, comps: tuple[str, ...]) -> str | None:
