@@ -20,6 +20,7 @@ path that does not exist. Either way a forgotten placeholder does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ from vhdlib.errors import VhdlibError
 from vhdlib.hyperv import owners
 from vhdlib.hyperv.owners import Lookup, VmAttachment
 from vhdlib.hyperv.paths import PathMapper, Runner, join_windows, samba_shares
+
+log = logging.getLogger(__name__)
 
 #: PowerShell treats these as single quotes too (about_Quoting_Rules): each is doubled.
 _SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
@@ -190,16 +193,22 @@ def for_remediation(chain: Sequence[str], result: str, *, archive: str | None = 
     """:func:`remediation_steps` with the owner looked up on ``roots`` (default: the chain's
     folder and its parents). Never raises for a lookup that fails: the steps then carry
     placeholders and the reason, since the remediation itself has succeeded."""
-    shares = samba_shares(runner)
-    found: Lookup | None
-    error = None
     try:
-        found = owners.lookup(chain, roots, shares=shares)
-    except (VhdlibError, OSError) as e:
-        found, error = None, f"looking up the VM failed: {e}"
-    steps = remediation_steps(found, result=result, chain=chain, archive=archive,
-                              deleted=deleted, in_place=in_place,
-                              dropped_attributes=dropped_attributes, shares=shares)
+        shares = samba_shares(runner)
+        found: Lookup | None
+        error = None
+        try:
+            found = owners.lookup(chain, roots, shares=shares)
+        except (VhdlibError, OSError) as e:
+            found, error = None, f"looking up the VM failed: {e}"
+        steps = remediation_steps(found, result=result, chain=chain, archive=archive,
+                                  deleted=deleted, in_place=in_place,
+                                  dropped_attributes=dropped_attributes, shares=shares)
+    except Exception as e:
+        # The remediation has succeeded; advice that fails must not make it look failed.
+        log.exception("next steps for %s failed", result)
+        return {"error": f"{type(e).__name__}: {e}", "powershell": "", "notes": [
+            "vhdmend could not work out the next steps; see its log"]}
     if error:
         steps["notes"].append(error)
     if found is not None:
