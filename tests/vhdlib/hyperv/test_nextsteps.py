@@ -146,3 +146,9 @@ def test_format_text(vm):
     text = nextsteps.format_text(steps_for(vm))
     assert text.startswith("next steps on the Hyper-V host (PowerShell):\n")
     assert "    Set-VMHardDiskDrive -VMName 'Bob''s \"web\" 01' -ControllerType SCSI" in text
+
+
+def test_deleted_chain_is_said_deleted(vm):
+    steps = steps_for(vm, deleted=True)
+    listed = [line for line in steps["powershell"].splitlines() if ".avhdx," in line]
+    assert len(listed) == 2 and all(line.endswith(", deleted") for line in listed)

@@ -143,3 +143,10 @@ def test_share_for(share):
     assert mapper.share_for(str(share / "srv/vms/Web 01/x.vhdx")) == (
         "VMs", str(share / "srv/vms"))
     assert mapper.share_for("/nowhere/x.vhdx") is None
+
+
+def test_real_testparm_output_parses():
+    # Whatever this machine's Samba defines (or nothing, where testparm is absent): only
+    # absolute paths without substitutions come back.
+    for name, path in samba_shares().items():
+        assert name and path.startswith("/") and "%" not in path
