@@ -89,3 +89,12 @@ def test_inventory_disks_per_file(vm):
 def test_default_roots_stop_before_the_filesystem_root():
     assert owners.default_roots(["/a/b/c/d.vhdx"]) == ["/a/b/c", "/a/b", "/a"]
     assert owners.default_roots(["/d.vhdx"]) == []
+
+
+def test_generation_1_vm_on_ide_with_a_vhd_chain(tmp_path):
+    vm = make_vm_share(tmp_path, "vhd", controller="IDE", number=1, location=0)
+    a = owners.owner_of([str(p) for p in vm.chain.paths], runner=vm.runner)
+    assert a is not None and a.local_path == str(vm.chain.newest)
+    assert (a.controller_type, a.controller_number, a.controller_location, a.generation) == \
+        ("IDE", 1, 0, 1)
+    assert len(a.checkpoints) == 3
