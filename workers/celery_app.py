@@ -1,27 +1,27 @@
-"""The Celery application: one queue per storage host, settings chosen on purpose.
+"""The Celery application factory: one queue per storage host, settings chosen on purpose.
 
 Run a worker for host ``h1`` with ``celery -A workers.celery_app worker -Q vhdmend.h1``
-(``vhdmend worker`` does this). Tasks only *nudge* a job: the job record in Redis decides
-whether anything runs (see :mod:`workers.tasks`), so a duplicated or redelivered message
-is harmless.
+(``vhdmend worker`` does this): Celery reads this module's ``app``, which is built on that
+first access (:func:`__getattr__`), not at import. Tasks only *nudge* a job: the job record
+in Redis decides whether anything runs (see :mod:`workers.tasks`), so a duplicated or
+redelivered message is harmless.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import cache, partial
+from typing import Any
 
 from celery import Celery
 
-from workers import config
+from service.config import Settings
+from service.hosts import queue_for
+from workers import runtime
+from workers.dispatch import Dispatcher, send_job
+from workers.housekeeping import Housekeeping
 
 log = logging.getLogger(__name__)
-
-settings = config.load()
-
-
-def queue_for(host: str) -> str:
-    """The queue a host's worker consumes: jobs must run where the disks are."""
-    return f"vhdmend.{host}"
 
 
 def make_app(broker_url: str) -> Celery:
@@ -29,6 +29,11 @@ def make_app(broker_url: str) -> Celery:
     celery = Celery("vhdmend", broker=broker_url, include=["workers.tasks"])
     celery.conf.update(CONF)
     return celery
+
+
+def dispatcher(settings: Settings) -> Dispatcher:
+    """A ``send(job_id, host)`` for ``settings``' broker, its producer made on first use."""
+    return Dispatcher(lambda: make_app(settings.redis_url))
 
 
 CONF = dict(
@@ -67,25 +72,34 @@ CONF = dict(
     worker_hijack_root_logger=False,
 )
 
-app = make_app(settings.redis_url)
+
+@cache
+def worker_app() -> Celery:
+    """The app of this worker process (settings from the environment), with the
+    housekeeping thread tied to the worker's start and shutdown."""
+    celery = make_app(runtime.settings().redis_url)
+    _connect_signals()
+    return celery
 
 
-def send_job(job_id: str, host: str, *, celery: Celery | None = None) -> None:
-    """Nudge the worker of ``host`` to look at job ``job_id``."""
-    (celery or app).send_task("vhdmend.run_job", args=[job_id], queue=queue_for(host))
-    log.debug("job %s: nudged queue %s", job_id, queue_for(host))
+def __getattr__(name: str) -> Any:
+    # ``celery -A workers.celery_app`` reads ``app``: build it then, not at import.
+    if name == "app":
+        return worker_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the worker's housekeeping thread ---------------------------------------------------
 
-_housekeeping: list[object] = []
+_housekeeping: list[Housekeeping] = []
 
 
-def _start_housekeeping(sender: object = None, **_: object) -> None:
-    from workers import runtime
-    from workers.housekeeping import Housekeeping
+def _start_housekeeping(sender: Any = None, **_: object) -> None:
+    settings = runtime.settings()
     pool = getattr(getattr(sender, "pool_cls", None), "__name__", "")
-    thread = Housekeeping(runtime.store(), runtime.settings(), pool=str(pool))
+    celery = getattr(sender, "app", None) or worker_app()
+    thread = Housekeeping(runtime.store(), settings, partial(send_job, celery=celery),
+                          pool=str(pool))
     thread.start()
     _housekeeping.append(thread)
     log.info("worker for host %r ready on queue %s, roots %s", settings.host,
@@ -94,13 +108,10 @@ def _start_housekeeping(sender: object = None, **_: object) -> None:
 
 def _stop_housekeeping(**_: object) -> None:
     for thread in _housekeeping:
-        thread.stop()  # type: ignore[attr-defined]
+        thread.stop()
 
 
 def _connect_signals() -> None:
     from celery import signals
     signals.worker_ready.connect(_start_housekeeping, weak=False)
     signals.worker_shutdown.connect(_stop_housekeeping, weak=False)
-
-
-_connect_signals()
