@@ -75,3 +75,13 @@ def test_a_read_only_kind_runs_without_journal_run_lock_or_chain_lock(tmp_path, 
     assert done.checkpoint is None and done.fence is None
     assert sorted(os.listdir(root)) == before        # no journal, no .lock file
     assert not store.lease_alive(job.id)
+
+
+def test_the_kinds_options_are_the_api_schemas_fields() -> None:
+    # One vocabulary: what a kind declares is what the API accepts for it (plan: any
+    # operation's, plus the operation's name).
+    from api.jobs.schemas import OPTIONS
+    for name, schema in OPTIONS.items():
+        assert set(kinds.get(name).options) == set(schema().fields), name
+    merged = {f for schema in OPTIONS.values() for f in schema().fields} - {"lenient"}
+    assert set(kinds.get("plan").options) - {"operation", "lenient"} == merged
