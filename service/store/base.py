@@ -72,8 +72,8 @@ class JobStore(ABC):
         """Store a new job with its indexes, first event and webhook, atomically."""
 
     @abstractmethod
-    def _update(self, job_id: str, compute: Callable[[Job], Change]) -> Change:
-        """Read the job, ``compute`` the change (it may raise), apply it atomically."""
+    def _update(self, job_id: str, compute: Callable[[Mapping[Any, Any]], Change]) -> Change:
+        """Read the job's hash, ``compute`` the change (it may raise), apply it atomically."""
 
     @abstractmethod
     def _idem_put(self, key: str, value: str, *, only_new: bool) -> bool:
@@ -233,7 +233,8 @@ class JobStore(ABC):
         fields_ = dict(set_fields or {})
         drop = list(delete)
 
-        def compute(job: Job) -> Change:
+        def compute(raw: Mapping[Any, Any]) -> Change:
+            job = Job.from_hash(raw)
             if token is not None and job.lease_token != token:
                 raise LostLease(f"job {job_id} is owned by another execution")
             if allowed_set is not None and job.state not in allowed_set:
@@ -248,7 +249,8 @@ class JobStore(ABC):
                 values["finished_at"] = now
             nulls = [k for k, v in values.items() if v is None] + drop
             encoded = {k: encode_field(k, v) for k, v in values.items() if v is not None}
-            updated = Job.from_hash({**job.to_hash(), **encoded})
+            updated = Job.from_hash({**{k.decode() if isinstance(k, bytes) else k: v
+                                        for k, v in raw.items()}, **encoded})
             for name in nulls:
                 updated = without(updated, name)
             change = Change(job, updated, encoded, nulls)

@@ -104,7 +104,7 @@ class RedisJobStore(JobStore):
             pipe.set(self.keys.webhook(delivery_id), record)
             pipe.zadd(self.keys.webhooks_due, {delivery_id: now})
 
-    def _update(self, job_id: str, compute: Callable[[Job], Change]) -> Change:
+    def _update(self, job_id: str, compute: Callable[[Mapping[Any, Any]], Change]) -> Change:
         key = self.keys.job(job_id)
 
         def attempt() -> Change:
@@ -115,7 +115,7 @@ class RedisJobStore(JobStore):
                         raw: Any = pipe.hgetall(key)
                         if not raw:
                             raise NotFound(f"no job {job_id}")
-                        change = compute(Job.from_hash(raw))
+                        change = compute(raw)
                         pipe.multi()
                         self._apply(pipe, change)
                         pipe.execute()

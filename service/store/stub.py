@@ -153,11 +153,11 @@ class StubJobStore(JobStore):
             self.outbox[webhook[0]] = json.loads(webhook[1])
             self.due[webhook[0]] = now
 
-    def _update(self, job_id: str, compute: Callable[[Job], Change]) -> Change:
+    def _update(self, job_id: str, compute: Callable[[Mapping[Any, Any]], Change]) -> Change:
         with self._lock:
             if job_id not in self.jobs:
                 raise NotFound(f"no job {job_id}")
-            change = compute(Job.from_hash(self.jobs[job_id]))
+            change = compute(dict(self.jobs[job_id]))
             record = self.jobs[job_id]
             record.update(change.values)
             for name in change.nulls:
