@@ -26,6 +26,10 @@ class PartitionReport:
     kept: str | None = None
 
     @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    @property
     def free_bytes(self) -> int:
         return sum(end - start for start, end in self.free_ranges)
 
