@@ -186,9 +186,13 @@ def test_remediate_a_chain_reclaims_what_the_newest_guest_freed(guest: dict,
     assert len(newly) >= 4  # the 6 MiB file
 
 
-def test_compact_in_place(guest: dict, tmp_path: Path) -> None:
-    path = qemu_convert(guest["before"], tmp_path / "disk.vhd", "vpc", "-o", "subformat=dynamic")
-    twin = tmp_path / "twin.vhd"
+@pytest.mark.parametrize(("fmt", "opts", "block"), [
+    ("vhd", "subformat=dynamic", 2 * MiB), ("vhdx", "subformat=dynamic,block_size=1M", MiB)])
+def test_compact_in_place(guest: dict, tmp_path: Path, fmt: str, opts: str,
+                          block: int) -> None:
+    path = qemu_convert(guest["before"], tmp_path / f"disk.{fmt}",
+                        {"vhd": "vpc"}.get(fmt, fmt), "-o", opts)
+    twin = tmp_path / f"twin.{fmt}"
     twin.write_bytes(path.read_bytes())
     ops.prepare("compact", str(twin)).run()
     op = ops.prepare("compact", str(path), reclaim="fs")
@@ -197,7 +201,7 @@ def test_compact_in_place(guest: dict, tmp_path: Path) -> None:
     assert result["dropped_blocks"] >= op.plan.details["reclaim"]["reclaimable_blocks"]
     assert os.path.getsize(path) < os.path.getsize(twin) - 10 * MiB
     guests.run("vhdiinfo", path)  # libvhdi opens the compacted file
-    check_result(path, "vhd", guest["before"], guest["truth_before"], 2 * MiB, guest)
+    check_result(path, fmt, guest["before"], guest["truth_before"], block, guest)
 
 
 def test_compact_refuses_a_differencing_disk(guest: dict, tmp_path: Path) -> None:

@@ -28,11 +28,14 @@ def _attrs(fixed: bytes) -> list[bytes]:
     return out
 
 
-def _runs(runs: list[tuple[int, int]]) -> bytes:
-    """Encode (lcn, length) runs; each list starts from LCN 0."""
+def _runs(runs: list[tuple[int | None, int]]) -> bytes:
+    """Encode (lcn, length) runs (lcn None: sparse); each list starts from LCN 0."""
     out, prev = bytearray(), 0
     for lcn, length in runs:
         ln = length.to_bytes(4, "little", signed=True)
+        if lcn is None:
+            out += bytes([0x04]) + ln
+            continue
         off = (lcn - prev).to_bytes(4, "little", signed=True)
         out += bytes([0x44]) + ln + off
         prev = lcn
@@ -68,8 +71,7 @@ def _list_entry(atype: int, vcn: int, record: int, seq: int, attr_id: int) -> by
     return struct.pack("<IHBBQQH6x", atype, 32, 0, 0x1A, vcn, record | seq << 48, attr_id)
 
 
-@pytest.fixture
-def split_bitmap(tmp_path: Path) -> Path:
+def _build(tmp_path: Path, sparse_tail: bool = False) -> Path:
     image = tmp_path / "ntfs.img"
     guests.stale(image, 48 * MiB)
     guests.mkntfs(image, 512)
@@ -89,8 +91,8 @@ def split_bitmap(tmp_path: Path) -> Path:
     first = _nonresident(data.attr_id, 0, cut - 1,
                          (data.allocated_size, data.data_size, data.initialized_size),
                          _runs([(run.lcn, cut)]))
-    second = _nonresident(0, cut, run.length - 1, (0, 0, 0),
-                          _runs([(run.lcn + cut, run.length - cut)]))
+    second = _nonresident(0, cut, run.length - 1, (0, 0, 0), _runs(
+        [(None if sparse_tail else run.lcn + cut, run.length - cut)]))
     entries = b"".join(
         [_list_entry(struct.unpack_from("<I", a, 0)[0], 0, 6, seq6,
                      struct.unpack_from("<H", a, 0x0E)[0]) for a in keep]
@@ -103,6 +105,19 @@ def split_bitmap(tmp_path: Path) -> Path:
     at12 = boot.mft_lcn * boot.cluster_size + EXT * size
     guests.patch(image, at12, _record(EXT, 6 | seq6 << 48, [second], size, 1, 1))
     return image
+
+
+@pytest.fixture
+def split_bitmap(tmp_path: Path) -> Path:
+    return _build(tmp_path)
+
+
+def test_sparse_bitmap_run_is_kept(tmp_path: Path) -> None:
+    """A sparse run reads as zeros, which in $Bitmap would mean "free": refused."""
+    image = _build(tmp_path, sparse_tail=True)
+    with FileDisk(image) as disk:
+        (part,) = scan(disk).partitions
+    assert part.kept is not None and "sparse" in part.kept
 
 
 def test_ntfs3g_reads_the_split_bitmap(split_bitmap: Path) -> None:

@@ -105,6 +105,9 @@ class Mft:
         attr = self.attribute(rec, r.AT_DATA, "")
         if attr is None:
             raise VolumeStructureError(f"{what} has no $DATA")
+        # A sparse run would read as zeros: for $Bitmap that is "free", so refuse it.
+        if any(run.lcn is None for run in attr.runs):
+            raise VolumeStructureError(f"{what} has a sparse run")
         return r.plain(attr, what)
 
     def _gather(self, rec: r.MftRecord, atype: int, name: str, what: str) -> r.Attribute:
