@@ -46,8 +46,18 @@ class InspectOptionsSchema(Strict):
     lenient = fields.Boolean()
 
 
+
+
+def _reclaim() -> fields.String:
+    """``--reclaim``: zeros (default) or fs (also blocks the guest's file systems free)."""
+    return fields.String(validate=validate.OneOf(["zeros", "fs"]), metadata={
+        "description": "zeros: drop all-zero blocks (default); fs: also drop blocks the "
+                       "guest's NTFS/ext2/3/4 file systems mark wholly free"})
+
+
 class CompactOptionsSchema(Strict):
     lenient = fields.Boolean()
+    reclaim = _reclaim()
 
 
 class MergeOptionsSchema(Strict):
@@ -72,6 +82,7 @@ class ConvertOptionsSchema(Strict):
     block_size = fields.Integer(validate=BLOCK)
     sparse = fields.Boolean()
     lenient = fields.Boolean()
+    reclaim = _reclaim()
     uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
     timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
                                metadata=OUTPUT_TIMESTAMP)
@@ -87,6 +98,7 @@ class RemediateOptionsSchema(Strict):
     block_size = fields.Integer(validate=BLOCK)
     sparse = fields.Boolean()
     lenient = fields.Boolean()
+    reclaim = _reclaim()
     uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
     timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
                                metadata=OUTPUT_TIMESTAMP)

@@ -52,12 +52,24 @@ def test_callback_secret_is_never_shown(client):
     (job_body(callback={"url": "http://127.0.0.1/y", "secret": "short"}), "callback"),
     (job_body(type="remediate", options={"archive": "old", "delete": True}), "options"),
     (job_body(type="plan", options={"operation": "explode"}), "options"),
+    (job_body(type="compact", options={"reclaim": "everything"}), "options"),
 ])
 def test_invalid_bodies_are_422_with_field_errors(client, body, field):
     resp = client.post("/v1/jobs", json=body, headers=auth())
     assert resp.status_code == 422
     assert resp.content_type == "application/problem+json"
     assert field in resp.json["errors"]
+
+
+@pytest.mark.parametrize("job_type,options", [
+    ("compact", {"reclaim": "fs"}),
+    ("convert", {"output": "x.vhdx", "reclaim": "fs"}),
+    ("remediate", {"reclaim": "zeros"}),
+])
+def test_reclaim_option_is_accepted(client, sent, job_type, options):
+    resp = client.post("/v1/jobs", json=job_body(type=job_type, options=options),
+                       headers=auth())
+    assert resp.status_code == 202, resp.json
 
 
 @pytest.mark.parametrize("data,ctype", [(b"not json", "application/json"),

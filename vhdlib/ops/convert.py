@@ -22,7 +22,7 @@ from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
-from vhdlib.ops import output, windows
+from vhdlib.ops import output, reclaim, windows
 from vhdlib.ops.operation import Operation, step
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
@@ -69,6 +69,9 @@ class CopyOperation(Operation):
         state["destination"] = os.path.abspath(dest)
         state["partial"] = os.path.abspath(dest) + PARTIAL
         state["digests"] = {}
+        if reclaim.check_mode(options.get("reclaim")) == "fs":
+            unit = reclaim.granule(spec.block_size, spec.type == "dynamic")
+            state["drop"], state["reclaim"] = reclaim.plan(disk, unit)
         return state, spec
 
     def _copy_plan_steps(self, disk: Disk, spec: output.OutputSpec) -> int:
@@ -92,6 +95,8 @@ class CopyOperation(Operation):
         self.plan.details.update({"data_bytes": data, "data_blocks": blocks,
                                   "virtual_size": disk.virtual_size,
                                   "output": spec.to_dict(), "output_bytes": need})
+        if "reclaim" in self.state:
+            self.plan.details["reclaim"] = self.state["reclaim"]
         return data
 
     # --- files --------------------------------------------------------------------------
@@ -185,7 +190,8 @@ class CopyOperation(Operation):
         source, out = self.source, self.out
 
         def copy(index: int) -> int:
-            crc, read, _ = windows.process_window(source, index, out.write, self._buf)
+            crc, read, _ = windows.process_window(source, index, out.write, self._buf,
+                                                  drop=self.state.get("drop"))
             if read:
                 self.state["digests"][str(index)] = crc
             return read
@@ -286,7 +292,8 @@ class ConvertOperation(CopyOperation):
     def prepare(cls, source: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, block_size: int | None = None,
                 sparse: bool = False, lenient: bool = False, uuid: str | None = None,
-                timestamp: int | None = None, **unknown: Any) -> ConvertOperation:
+                timestamp: int | None = None, reclaim: str = "zeros",
+                **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
         if not output:
@@ -299,7 +306,8 @@ class ConvertOperation(CopyOperation):
         fmt = format or _format_from_suffix(dest)
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
-                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
+                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp,
+                   "reclaim": reclaim}
         with open_disk(source, lenient=lenient) as disk:
             state, spec = cls._prepare_copy(disk, dest, options)
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])

@@ -38,7 +38,7 @@ class RemediateOperation(CopyOperation):
                 format: str | None = None, archive: str | None = None, delete: bool = False,
                 block_size: int | None = None, sparse: bool = False, lenient: bool = False,
                 uuid: str | None = None, timestamp: int | None = None, force: bool = False,
-                **unknown: Any) -> RemediateOperation:
+                reclaim: str = "zeros", **unknown: Any) -> RemediateOperation:
         if unknown:
             raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
         if archive and delete:
@@ -50,7 +50,7 @@ class RemediateOperation(CopyOperation):
             "newest": os.path.abspath(newest), "output": output and os.path.abspath(output),
             "type": type, "format": format, "archive": archive and os.path.abspath(archive),
             "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient,
-            "uuid": uuid, "timestamp": timestamp}
+            "uuid": uuid, "timestamp": timestamp, "reclaim": reclaim}
         with open_disk(newest, lenient=lenient) as disk:
             # The destination depends on the base, known once the chain is open.
             base = os.path.abspath(disk.base.path)

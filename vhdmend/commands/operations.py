@@ -12,7 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from vhdmend.commands.common import add_lenient, add_plan, add_retire, common_parent
-from vhdmend.output import emit_json, note, print_mapping, print_plan
+from vhdmend.output import emit_json, note, print_mapping, print_plan, print_volumes
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
 from vhdmend.sizes import size_arg
 
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Dynamic: every all-zero block goes and the file shrinks. Differencing: "
                     "only blocks with no present sector go (present zeros hide parent data).")
     p.add_argument("path", help="a dynamic or differencing disk")
+    add_reclaim(p)
     add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_compact)
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=("vhd", "vhdx", "raw"),
                    help="output format (default: from DST's suffix, else vhd)")
     add_output_options(p)
+    add_reclaim(p)
     add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_convert)
@@ -79,6 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="go ahead when other differencing disks depend on a disk of the chain "
                         "(they lose their parent; --output leaves the chain in place instead)")
     add_output_options(p)
+    add_reclaim(p)
     add_retire(p)
     add_lenient(p)
     add_plan(p)
@@ -106,6 +109,13 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                    help="the new disk's creation time (default now): for reproducible output")
 
 
+def add_reclaim(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reclaim", choices=("zeros", "fs"), default="zeros",
+                   help="zeros: drop all-zero blocks (default); fs: also drop blocks the "
+                        "guest's NTFS/ext2/3/4 file systems mark wholly free (partitions "
+                        "in doubt are kept whole; --plan says why)")
+
+
 def _uuid_arg(text: str) -> str:
     try:
         return str(uuid.UUID(text))
@@ -127,7 +137,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from vhdlib import ops
-    op = ops.prepare("compact", args.path, lenient=args.lenient)
+    op = ops.prepare("compact", args.path, lenient=args.lenient, reclaim=args.reclaim)
     return execute(args, op)
 
 
@@ -136,7 +146,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     # DST positional: the library names it `output_path` (the contract says `output`).
     op = ops.prepare("convert", args.src, args.dst, type=args.type,
                      format=args.format, block_size=args.block_size, sparse=args.sparse,
-                     lenient=args.lenient, **_identity_options(args))
+                     lenient=args.lenient, reclaim=args.reclaim, **_identity_options(args))
     return execute(args, op)
 
 
@@ -145,7 +155,7 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
                      format=args.format, archive=args.archive, delete=args.delete,
                      block_size=args.block_size, sparse=args.sparse, lenient=args.lenient,
-                     force=args.force, **_identity_options(args))
+                     force=args.force, reclaim=args.reclaim, **_identity_options(args))
     return execute(args, op)
 
 
@@ -164,6 +174,8 @@ def execute(args: argparse.Namespace, op: Operation) -> int:
             emit_json(plan)
         else:
             print_plan(plan)
+            if plan["details"].get("reclaim"):
+                print_volumes(plan["details"]["reclaim"])
         return 0
     data = run_with_progress(op, quiet=args.quiet or args.json)
     status = data.pop("status", "done")
