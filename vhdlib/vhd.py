@@ -823,6 +823,13 @@ class VhdLayer(Layer):
         self._footer_pos = pos
         self._footer_from_copy = False
 
+    def unallocated_blocks(self) -> int:
+        return self._bat.count(BAT_ENTRY_UNUSED) if self.header is not None else 0
+
+    def bytes_per_new_block(self) -> int:
+        # Slots are placed so each block's data is 4 KiB aligned (_slot_position).
+        return _align_up(self._slot_size, DATA_ALIGNMENT) if self.header is not None else 0
+
     def block_store(self) -> VhdBlockStore | None:
         if self.header is None:
             return None

@@ -49,6 +49,9 @@ _MAX_METADATA_REGION = 256 * MiB
 GuidFactory = Callable[[], UUID]
 
 
+_LOW3 = bytes(i & 7 for i in range(256))
+
+
 def _align_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
@@ -964,6 +967,31 @@ class VhdxLayer(Layer):
                                if p.code not in ("dirty_log", "header_checksum",
                                                  "region_table_checksum")]
         return done
+
+    def _bat_states(self) -> bytes:
+        """Each BAT entry's state (its low 3 bits, 2.5.1), one byte per entry."""
+        if sys.byteorder == "little":
+            return self.bat.tobytes()[::8].translate(_LOW3)
+        return bytes(S.bat_state(e) for e in self.bat)  # pragma: no cover
+
+    def unallocated_blocks(self) -> int:
+        if self.disk_type is DiskType.FIXED:
+            return 0
+        states = self._bat_states()
+        ratio = self.chunk_ratio
+        bitmaps = states[ratio::ratio + 1]
+        # FULLY (6) and PARTIALLY (7) present payload blocks own a slot; a present sector
+        # bitmap entry is also 6, so those are taken out again.
+        with_slot = states.count(6) + states.count(7) - bitmaps.count(S.SB_BLOCK_PRESENT)
+        return self.data_blocks - with_slot
+
+    def max_bytes(self) -> int:
+        # Differencing layers also allocate a 1 MiB sector bitmap per chunk (2.5.1.2).
+        extra = 0
+        if self.disk_type is DiskType.DIFFERENCING:
+            bitmaps = self._bat_states()[self.chunk_ratio::self.chunk_ratio + 1]
+            extra = (self._bitmap_count() - bitmaps.count(S.SB_BLOCK_PRESENT)) * MiB
+        return super().max_bytes() + extra
 
     def block_store(self) -> BlockStore | None:
         if self.disk_type is DiskType.FIXED:
