@@ -138,10 +138,16 @@ class Layer(ABC):
         st = os.fstat(self._fd)
         # The volume allocates whole blocks: a trailing 512-byte footer takes one.
         fs_block = st.st_blksize or 4096
-        size = max(-(-st.st_size // fs_block) * fs_block, st.st_blocks * 512)
+        size = max(-(-st.st_size // fs_block) * fs_block - self.never_written_bytes(),
+                   st.st_blocks * 512)
         if self.block_store() is None:
             return size
         return size + self.unallocated_blocks() * self.bytes_per_new_block()
+
+    def never_written_bytes(self) -> int:
+        """Bytes of the file that no writer ever fills (padding of fixed-size structure
+        regions): they are holes now and stay holes, so they are not growth."""
+        return 0
 
     def unallocated_blocks(self) -> int:
         """Payload blocks with no slot in the file yet (0 without a block store)."""
@@ -266,6 +272,26 @@ class Layer(ABC):
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.path!r} {self.disk_type.value} "
                 f"{self.virtual_size} bytes>")
+
+
+def hole_bytes(fd: int, start: int, end: int) -> int:
+    """Bytes of ``[start, end)`` that are holes in the file (SEEK_DATA/SEEK_HOLE; 0 where
+    the platform cannot tell)."""
+    if not hasattr(os, "SEEK_DATA") or end <= start:
+        return 0
+    holes = 0
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole up to the end of the file
+            data = end
+        data = min(data, end)
+        holes += data - pos
+        if data >= end:
+            break
+        pos = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+    return holes
 
 
 class BlockStore(ABC):

@@ -34,7 +34,7 @@ from vhdlib.errors import (
     UsageError,
 )
 from vhdlib.extents import Segment, SegmentState, coalesce_segments
-from vhdlib.layer import BlockStore, DiskType, Layer, ParentLink, Problem
+from vhdlib.layer import BlockStore, DiskType, Layer, ParentLink, Problem, hole_bytes
 
 MiB = S.MiB
 _PAGE = 4096
@@ -984,6 +984,16 @@ class VhdxLayer(Layer):
         # bitmap entry is also 6, so those are taken out again.
         with_slot = states.count(6) + states.count(7) - bitmaps.count(S.SB_BLOCK_PRESENT)
         return self.data_blocks - with_slot
+
+    def never_written_bytes(self) -> int:
+        # MS-VHDX 2.1: the header section, metadata region and the BAT region past its
+        # entries are padded to 1 MiB; nothing writes the padding (the log is written).
+        bat_used = _align_up(self.bat_count * 8, 4096)
+        spans = [(0, MiB), (self.metadata_region.file_offset,
+                            self.metadata_region.file_offset + self.metadata_region.length),
+                 (self.bat_region.file_offset + bat_used,
+                  self.bat_region.file_offset + self.bat_region.length)]
+        return sum(hole_bytes(self._fd, a, b) for a, b in spans)
 
     def max_bytes(self) -> int:
         # Differencing layers also allocate a 1 MiB sector bitmap per chunk (2.5.1.2).

@@ -73,6 +73,54 @@ def _fs_block(path: str) -> int:
     return os.statvfs(path).f_frsize or 4096
 
 
+def fixed_allocation(spec: dict[str, Any], fs_block: int) -> int:
+    """Bytes the fixed output ``spec`` (vhdlib's plan ``details["output"]``) occupies on
+    its volume: the reserved data area plus the metadata as really written (measured on
+    a sparse probe taken through the same finalize: a VHDX's 1 MiB regions are partly
+    never written)."""
+    import tempfile
+
+    from vhdlib.ops import output
+
+    probe_spec = output.OutputSpec.from_dict({**spec, "sparse": True})
+    with tempfile.TemporaryDirectory(prefix="vhdmend-scan-") as tmp:
+        layer = output.create(os.path.join(tmp, "probe"), probe_spec)
+        try:
+            # The run ends with finalize (VHDX: it zeroes, so allocates, the log region).
+            finalize = getattr(layer, "finalize", None)
+            if finalize is not None:
+                finalize(bytes(16))
+            layer.flush()
+            first = next(layer.segments(0, layer.logical_sector_size))
+            data_start = first.file_offset or 0
+            size = os.fstat(layer.fd).st_size
+            written = _allocated_below(layer.fd, data_start, fs_block)
+        finally:
+            layer.close()
+    # The data area [data_start, end) is reserved whole (fallocate), footer included.
+    return _round_up(size - data_start, fs_block) + written
+
+
+def _allocated_below(fd: int, end: int, fs_block: int) -> int:
+    """Allocated bytes of ``[0, end)`` (SEEK_DATA/SEEK_HOLE; st_blocks where missing)."""
+    if end <= 0:
+        return 0
+    if not hasattr(os, "SEEK_DATA"):
+        return min(os.fstat(fd).st_blocks * 512, _round_up(end, fs_block))
+    total = pos = 0
+    while pos < end:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            break
+        if start >= end:
+            break
+        stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+        total += _round_up(stop, fs_block) - (start // fs_block) * fs_block
+        pos = stop
+    return total
+
+
 def freed_by_retiring(chain: ChainFigures, device: int) -> int:
     """Bytes the chain's files give back on ``device`` once their names are gone (a file
     with another hard link outside the chain keeps its bytes)."""
@@ -103,7 +151,7 @@ class Planner:
         self.allow_delete = allow_delete
         self.spare_root = os.path.abspath(spare_root) if spare_root else None
         self.reserve = reserve
-        self._with_delete = 0
+        self._with_delete: set[str] = set()
         self.spare_device: int | None = None
         self.spare_free = 0
         if self.spare_root is not None:
@@ -139,7 +187,7 @@ class Planner:
             elif need["device"] == self.spare_device:
                 spare_needs += int(need["needed_bytes"])
         block = _fs_block(vol.mount)
-        takes = _round_up(int(plan["details"]["output_bytes"]), block)
+        takes = fixed_allocation(plan["details"]["output"], block)
         frees = frees_deleted if (self.allow_delete or archive) else 0
         return Candidate(chain, argv, needs, takes, frees, frees_deleted, spare_needs,
                          str(plan["target"]), archive)
@@ -164,29 +212,21 @@ class Planner:
                 result.infeasible.append(self._entry(chain, str(e), []))
                 remaining_growth += chain.growth_bytes
         free = vol.free_bytes
-        best_free = free
-        while pending:
-            pick = self._pick(pending, free)
-            if pick is None:
-                break
+        order = schedule(pending, free, self.spare_free)
+        for pick in order:
             pending.remove(pick)
             if pick.archive and pick.spare_needs > self.spare_free:
-                # No room left on the spare volume: archive this one in place instead.
-                pick = self._in_place(pick, vol)
-                if pick.needs > free:
-                    pending.append(pick)
-                    continue
+                pick = self._in_place(pick)  # the spare volume is full by now
             before = free
             free = free - pick.takes + pick.frees
-            best_free = max(best_free, free)
             self.spare_free -= pick.spare_needs
             result.steps.append(self._step(pick, before, free))
         if pending and not self.allow_delete:
             # Would deleting the old chains have made room? Only then say so.
-            self._with_delete = _best_free_deleting(result.steps, pending, vol.free_bytes)
+            self._with_delete = _fixed_if_deleting(result.steps, pending, vol.free_bytes)
         for cand in pending:
             remaining_growth += cand.chain.growth_bytes
-            result.infeasible.append(self._infeasible(cand, vol, best_free))
+            result.infeasible.append(self._infeasible(cand, vol, free))
         result.free_after_bytes = free
         result.remaining_growth_bytes = remaining_growth
         result.remaining_risk, result.remaining_reasons = rate(free, remaining_growth,
@@ -194,16 +234,7 @@ class Planner:
         return result
 
     @staticmethod
-    def _pick(pending: list[Candidate], free: int) -> Candidate | None:
-        fits = [c for c in pending if c.needs <= free]
-        if not fits:
-            return None
-        gainers = [c for c in fits if c.gain >= 0]
-        if gainers:
-            return min(gainers, key=lambda c: (c.needs, c.chain.leaf))
-        return max(fits, key=lambda c: (c.frees, -c.needs, c.chain.leaf))
-
-    def _in_place(self, cand: Candidate, vol: VolumeFigures) -> Candidate:
+    def _in_place(cand: Candidate) -> Candidate:
         argv = [a for a in cand.argv if a not in ("--archive", cand.archive)]
         return Candidate(cand.chain, argv, cand.needs, cand.takes, 0,
                          cand.frees_if_deleted, 0, cand.output, None)
@@ -223,14 +254,15 @@ class Planner:
         return {"leaf": chain.leaf, "why": why, "would_fit_if": fixes,
                 "growth_bytes": chain.growth_bytes}
 
-    def _infeasible(self, cand: Candidate, vol: VolumeFigures, best_free: int
+    def _infeasible(self, cand: Candidate, vol: VolumeFigures, free: int
                     ) -> dict[str, Any]:
-        short = cand.needs - best_free
+        # No order of the steps found fits it; after them, this much is missing.
+        short = cand.needs - free
         why = (f"needs {_human(cand.needs)} ({cand.needs} bytes) free on {vol.mount} for "
-               f"its fixed disk, but at most {_human(best_free)} is free at any point of the "
-               f"plan: {_human(short)} short")
+               f"its fixed disk, but {_human(free)} is free after the steps that fit: "
+               f"{_human(short)} short")
         fixes = [f"free {_human(short)} ({short} bytes) more on {vol.mount}"]
-        if not self.allow_delete and self._with_delete >= cand.needs:
+        if not self.allow_delete and cand.chain.leaf in self._with_delete:
             fixes.append("with --allow-delete it fits: each old chain is deleted once its "
                          "result is verified, so later steps get its space back")
         stem = os.path.basename(cand.chain.layers[-1].path)
@@ -263,24 +295,64 @@ class Planner:
                                f"{cand.output}; the old chain is {retire}"}
 
 
-def _best_free_deleting(steps: list[dict[str, Any]], pending: list[Candidate],
-                       free: int) -> int:
-    """The most free space a plan that deletes old chains reaches (same greedy order)."""
+#: Orders for the steps that take more than they free (after those that do not):
+#: by what each gives back beyond what it consumes (the order in which such a set fits
+#: whenever any order does), by least consumed, by least needed.
+_LOSER_ORDERS = (
+    lambda c: (-(c.needs - c.takes + c.frees), c.chain.leaf),
+    lambda c: (c.takes - c.frees, c.needs, c.chain.leaf),
+    lambda c: (c.needs, c.chain.leaf),
+)
+
+
+def schedule(pending: list[Candidate], free: int, spare_free: int = 0) -> list[Candidate]:
+    """The steps to run, in order, each fitting in the free space the ones before leave.
+
+    Steps that free at least what they take go first, smallest need first (each makes
+    room for the next); the rest follow in whichever of a few orders fixes the most
+    chains (then covers the most growth, then leaves the most free).
+    """
+    best: tuple[tuple[int, int, int], list[Candidate]] | None = None
+    for order in _LOSER_ORDERS:
+        picked = _greedy(pending, free, spare_free, order)
+        final = free + sum(c.frees - c.takes for c in picked)
+        score = (len(picked), sum(c.chain.growth_bytes for c in picked), final)
+        if best is None or score > best[0]:
+            best = (score, picked)
+    return best[1] if best else []
+
+
+def _greedy(pending: list[Candidate], free: int, spare_free: int,
+            loser_key: Any) -> list[Candidate]:
+    left = list(pending)
+    picked: list[Candidate] = []
+    while left:
+        fits = [c for c in left if c.needs <= free]
+        if not fits:
+            break
+        gainers = [c for c in fits if c.gain >= 0]
+        pick = (min(gainers, key=lambda c: (c.needs, c.chain.leaf)) if gainers
+                else min(fits, key=loser_key))
+        left.remove(pick)
+        frees = pick.frees
+        if pick.archive and pick.spare_needs > spare_free:
+            frees = 0  # archived in place instead
+        else:
+            spare_free -= pick.spare_needs
+        free = free - pick.takes + frees
+        picked.append(pick)
+    return picked
+
+
+def _fixed_if_deleting(steps: list[dict[str, Any]], pending: list[Candidate],
+                       free: int) -> set[str]:
+    """Leaves a plan that deletes each old chain would fix (scheduled steps included)."""
     cands = [Candidate(c.chain, c.argv, c.needs, c.takes, c.frees_if_deleted,
                        c.frees_if_deleted) for c in pending]
     for s in steps:
-        # Scheduled steps would have freed their chain too.
         cands.append(Candidate(ChainFigures(s["chain"], []), [], s["needs_bytes"],
-                               s["takes_bytes"], s.get("frees_if_deleted_bytes", 0), 0))
-    best = free
-    while cands:
-        pick = Planner._pick(cands, free)
-        if pick is None:
-            break
-        cands.remove(pick)
-        free = free - pick.takes + pick.frees
-        best = max(best, free)
-    return best
+                               s["takes_bytes"], s["frees_if_deleted_bytes"], 0))
+    return {c.chain.leaf for c in schedule(cands, free)}
 
 
 def plan_all(volumes: list[VolumeFigures], chains: list[ChainFigures], *,

@@ -79,15 +79,40 @@ def vhdx_max_bytes(path: str) -> int:
         boff, blen = regions[BAT_REGION]
         f.seek(boff)
         raw = f.read(blen)
+    entries = blocks + (blocks - 1) // ratio if not has_parent else \
+        -(-blocks // ratio) * (ratio + 1)
+    # The 1 MiB padding of the header section, metadata region and the BAT region past
+    # its entries is never written: holes there are not growth.
+    padding = (_holes(path, 0, MiB) + _holes(path, moff, moff + mlen)
+               + _holes(path, boff + _align(entries * 8, 4096), boff + blen))
     states = [e & 7 for e in struct.unpack(f"<{blen // 8}Q", raw)]
     missing = sum(1 for i in range(blocks) if states[i + i // ratio] not in (6, 7))
     extra = 0
     if has_parent:
         chunks = -(-blocks // ratio)
         extra = sum(1 for c in range(chunks) if states[c * (ratio + 1) + ratio] != 6) * MiB
-    elif flags & 1 and missing == 0:
-        return _base(path)
-    return _base(path) + missing * block_size + extra
+    base = max(_align(os.stat(path).st_size, FS_BLOCK) - padding, os.stat(path).st_blocks * 512)
+    return base + missing * block_size + extra
+
+
+def _holes(path: str, start: int, end: int) -> int:
+    """Hole bytes in [start, end), by walking the file's data extents."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        covered = 0
+        pos = 0
+        size = os.fstat(fd).st_size
+        while pos < size:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            covered += max(0, min(h, end) - max(d, start))
+            pos = h
+        return (min(end, size) - start) - covered if end > start else 0
+    finally:
+        os.close(fd)
 
 
 def max_bytes(path: str) -> int:
