@@ -17,6 +17,7 @@ import array
 import hashlib
 import itertools
 import os
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -50,6 +51,7 @@ GuidFactory = Callable[[], UUID]
 
 
 _LOW3 = bytes(i & 7 for i in range(256))
+_WITH_OFFSET = re.compile(b"[\x06\x07]")
 
 
 def _align_up(n: int, a: int) -> int:
@@ -379,15 +381,16 @@ class VhdxLayer(Layer):
         for e in (self.bat_region, self.metadata_region):
             end = max(end, e.file_offset + e.length)
         bs = self.block_size
-        for i in range(self.data_blocks):
-            ent = self.bat[self._bat_index(i)]
-            if S.bat_state(ent) in (S.PAYLOAD_BLOCK_FULLY_PRESENT,
-                                    S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
+        stride = self.chunk_ratio + 1
+        # Only entries with a file offset matter (states 6, 7); found at C speed.
+        for m in _WITH_OFFSET.finditer(self._bat_states()):
+            i = m.start()
+            ent = self.bat[i]
+            if i % stride == self.chunk_ratio:  # a sector-bitmap entry
+                if S.bat_state(ent) == S.SB_BLOCK_PRESENT and i < self._bitmap_count() * stride:
+                    end = max(end, S.bat_offset(ent) + MiB)
+            elif i - i // stride < self.data_blocks:
                 end = max(end, S.bat_offset(ent) + bs)
-        for c in range(self._bitmap_count()):
-            ent = self.bat[self._sb_index(c)]
-            if S.bat_state(ent) == S.SB_BLOCK_PRESENT:
-                end = max(end, S.bat_offset(ent) + MiB)
         return _align_up(end, MiB)
 
     # --- BAT geometry -----------------------------------------------------------------

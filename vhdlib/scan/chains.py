@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +105,18 @@ class ParentResolver:
     """Finds each differencing layer's parent the way :func:`vhdlib.chain.find_parent`
     does, from figures already measured (a parent outside the roots is measured once)."""
 
-    def __init__(self, lookup: Lookup) -> None:
+    def __init__(self, lookup: Lookup, known: Container[str] = ()) -> None:
         self.lookup = lookup
+        #: Real paths already measured (the walk never passes a symlink, so its paths
+        #: are real): a candidate among them needs no realpath/stat round.
+        self.known = known
+
+    def _real(self, path: str) -> str:
+        if os.path.isabs(path) and ".." not in path:
+            norm = os.path.normpath(path)
+            if norm in self.known:
+                return norm
+        return os.path.realpath(path)
 
     def resolve(self, child: LayerFigures) -> LayerFigures | ChainProblem:
         tried: list[str] = []
@@ -114,8 +124,8 @@ class ParentResolver:
         seen: set[str] = set()
         for label, cand in child.parent_candidates:
             tried.append(f"{label} {cand}")
-            real = os.path.realpath(cand)
-            if real in seen or not os.path.isfile(cand):
+            real = self._real(cand)
+            if real in seen or (real not in self.known and not os.path.isfile(cand)):
                 continue
             seen.add(real)
             parent = self.lookup(real)
@@ -148,8 +158,8 @@ class ParentResolver:
             cand = os.path.join(folder, name)
             if not name.lower().endswith(child.search_suffixes) or not os.path.isfile(cand):
                 continue
-            real = os.path.realpath(cand)
-            if real in seen or real == os.path.realpath(child.path):
+            real = self._real(cand)
+            if real in seen or real == child.path:
                 continue
             parent = self.lookup(real)
             if not isinstance(parent, str) and child.accepts_parent(parent.link_id):
@@ -161,7 +171,7 @@ def build_chains(disks: dict[str, LayerFigures], unreadable: dict[str, str],
                  lookup: Lookup) -> list[ChainFigures]:
     """Group ``disks`` (by real path) into chains; ``unreadable`` files become chains of
     their own carrying the problem. Parents found outside the roots join their chains."""
-    resolver = ParentResolver(lookup)
+    resolver = ParentResolver(lookup, disks)
     parent_of: dict[str, LayerFigures | ChainProblem] = {}
     # Resolving may measure parents outside the roots: iterate until no new layer shows.
     pending = [fig for fig in disks.values() if fig.is_differencing]

@@ -241,8 +241,8 @@ class Planner:
 
     def _blocked(self, chain: ChainFigures) -> dict[str, Any] | None:
         if chain.problems:
-            what = "; ".join(f"{p.code}: {p.message}" for p in chain.problems)
-            return self._entry(chain, f"the chain has problems ({what})",
+            what = ", ".join(sorted({p.code for p in chain.problems}))
+            return self._entry(chain, f"the chain has problems ({what}; see the chain)",
                                ["repair or resume it first (vhdmend check, vhdmend resume)"])
         if chain.holders:
             return self._entry(chain, f"in use by {chain.holders}",
