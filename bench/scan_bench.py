@@ -130,11 +130,14 @@ def drop_caches() -> bool:
 
 
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from vhdlib import scan
 t = time.monotonic()
 r = scan.scan(sys.argv[1:-1], threads=int(sys.argv[-1]))
-print(json.dumps({"seconds": time.monotonic() - t, "files": r.files_scanned,
+seconds = time.monotonic() - t
+scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "scan_peak_rss_mib": round(scan_rss, 1),
+                  "files": r.files_scanned,
                   "disks": len(r.disks), "chains": len(r.chains),
                   "problems": sum(1 for c in r.chains if c.problems),
                   "json_bytes": len(json.dumps(r.to_dict()))}))
@@ -179,7 +182,9 @@ def main() -> int:
             results.append(r)
             print(f"{label:>4} files={r['files']:6d} disks={r['disks']:6d} "
                   f"threads={threads}: scan {r['seconds']:.2f} s (process {r['wall_seconds']:.2f}"
-                  f" s, cpu {r['cpu_seconds']:.2f} s), peak RSS {r['peak_rss_mib']} MiB"
+                  f" s, cpu {r['cpu_seconds']:.2f} s), peak RSS {r['scan_peak_rss_mib']} MiB"
+                  f" after the scan, {r['peak_rss_mib']} MiB with the JSON, problems "
+                  f"{r['problems']}"
                   f"{'' if r['cold_cache'] else ' (warm cache)'}", flush=True)
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import re
 import uuid as uuid_mod
 from array import array
 from collections import OrderedDict
@@ -118,16 +117,26 @@ def _align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
 
-_NOT_UNUSED = re.compile(rb"[^\xff]+")
+_UNUSED_PAGE = b"\xff" * 4096
 
 
 def _used_entries(bat: array) -> list[int]:
-    """Indices of the BAT entries in use (not 0xFFFFFFFF), found at C speed: a BAT is
-    mostly unused and can hold a million entries."""
+    """Indices of the BAT entries in use (not 0xFFFFFFFF). A BAT is mostly unused and can
+    hold a million entries: unused 4 KiB pages, then 64-byte runs, are skipped by one
+    comparison each; only runs holding a used entry are looked at entry by entry."""
+    raw = bat.tobytes()
     used: list[int] = []
-    for m in _NOT_UNUSED.finditer(bat.tobytes()):
-        first = m.start() >> 2
-        used.extend(range(max(first, used[-1] + 1 if used else 0), ((m.end() - 1) >> 2) + 1))
+    for off in range(0, len(raw), 4096):
+        page = raw[off:off + 4096]
+        if page == _UNUSED_PAGE[:len(page)]:
+            continue
+        for sub in range(0, len(page), 64):
+            run = page[sub:sub + 64]
+            if run == _UNUSED_PAGE[:len(run)]:
+                continue
+            first = (off + sub) >> 2
+            used.extend(i for i in range(first, first + (len(run) >> 2))
+                        if bat[i] != BAT_ENTRY_UNUSED)
     return used
 
 
