@@ -151,3 +151,14 @@ def test_archived_chains_do_not_count_as_growth(tmp_path: Path) -> None:
     assert found.archived and found.growth_bytes == 0
     assert found.layers[0].growth_bytes > 0
     assert json.dumps(result.to_dict())
+
+
+def test_holders_come_from_the_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vhdlib.scan.holders import holders as hook
+    chain = build_chain(tmp_path, "vhd", size=4 * MiB, children=1, writes=2)
+    assert hook(str(chain.newest)) == []  # no in-use guard in vhdlib yet
+    held = str(chain.newest)
+    monkeypatch.setattr(scan, "holders",
+                        lambda path: [{"pid": 4242}] if path == held else [])
+    result = scan.scan([str(tmp_path)], reserve=0)
+    assert _chain(result, chain.newest).holders == [{"pid": 4242}]
