@@ -36,6 +36,7 @@ BITMAP_CACHE_BLOCKS = 16384
 MAX_ALLOC_GROUP = 64
 
 _FULL = 1  # block state cache: bitmap is all ones
+_UNUSED_PAGE = b"\xff" * 4096
 _PARTIAL = 2
 
 Reader = Callable[[int, int], bytes]          # (size, offset) -> bytes
@@ -88,13 +89,33 @@ class BlockTable:
         e = self.entries[block]
         return None if e == BAT_ENTRY_UNUSED else e * SECTOR_SIZE
 
+    def used(self) -> list[int]:
+        """Indices of the entries in use. A BAT is mostly unused and can hold a million
+        entries: unused 4 KiB pages, then 64-byte runs, are skipped by one comparison
+        each; only runs holding a used entry are looked at entry by entry."""
+        entries = self.entries
+        raw = entries.tobytes()
+        used: list[int] = []
+        for off in range(0, len(raw), 4096):
+            page = raw[off:off + 4096]
+            if page == _UNUSED_PAGE[:len(page)]:
+                continue
+            for sub in range(0, len(page), 64):
+                run = page[sub:sub + 64]
+                if run == _UNUSED_PAGE[:len(run)]:
+                    continue
+                first = (off + sub) >> 2
+                used.extend(i for i in range(first, first + (len(run) >> 2))
+                            if entries[i] != BAT_ENTRY_UNUSED)
+        return used
+
     def allocated_count(self) -> int:
-        return sum(1 for e in self.entries if e != BAT_ENTRY_UNUSED)
+        return len(self.used())
 
     def slots_end(self) -> int:
         """End of the last allocated slot (0 when none is)."""
-        ends = [e * SECTOR_SIZE + self.slot_size for e in self.entries if e != BAT_ENTRY_UNUSED]
-        return max(ends, default=0)
+        entries = self.entries
+        return max((entries[i] * SECTOR_SIZE + self.slot_size for i in self.used()), default=0)
 
     def set_entry(self, block: int, value: int) -> None:
         """Write one entry (one aligned 4-byte write: atomic) and forget its bitmap."""
@@ -105,7 +126,8 @@ class BlockTable:
 
     def validate(self, size: int, metadata: list[tuple[int, int]]) -> list[Problem]:
         """Entries inside the file, outside the metadata, not overlapping each other."""
-        slots = sorted((e, i) for i, e in enumerate(self.entries) if e != BAT_ENTRY_UNUSED)
+        entries = self.entries
+        slots = sorted((entries[i], i) for i in self.used())
         problems: list[Problem] = []
         prev_end = 0
         prev_idx = -1

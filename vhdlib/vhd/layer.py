@@ -462,6 +462,13 @@ class VhdLayer(Layer):
         self._footer_pos = pos
         self._footer_from_copy = False
 
+    def unallocated_blocks(self) -> int:
+        return self.bat.count - self.bat.allocated_count() if self.bat is not None else 0
+
+    def bytes_per_new_block(self) -> int:
+        # Slots are placed so each block's data is 4 KiB aligned (layout.slot_position).
+        return align_up(self.bat.slot_size, DATA_ALIGNMENT) if self.bat is not None else 0
+
     def block_store(self) -> VhdBlockStore | None:
         if self.bat is None:
             return None

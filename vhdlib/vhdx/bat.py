@@ -8,6 +8,7 @@ of the bitmaps) and reach the file only through the log (:meth:`VhdxLayer.flush`
 from __future__ import annotations
 
 import array
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -30,6 +31,9 @@ READS_ZERO = (S.PAYLOAD_BLOCK_ZERO, S.PAYLOAD_BLOCK_UNMAPPED, S.PAYLOAD_BLOCK_UN
 UNDEFINED = (S.PAYLOAD_BLOCK_NOT_PRESENT, S.PAYLOAD_BLOCK_UNDEFINED)
 
 Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes
+
+_LOW3 = bytes(i & 7 for i in range(256))
+_WITH_OFFSET = re.compile(b"[\x06\x07]")
 
 
 class VhdxBat:
@@ -101,16 +105,42 @@ class VhdxBat:
                 out.append((off, off + MiB))
         return out
 
+    def states(self) -> bytes:
+        """Each entry's state (its low 3 bits, 2.5.1), one byte per entry."""
+        if sys.byteorder == "little":
+            return self.entries.tobytes()[::8].translate(_LOW3)
+        return bytes(S.bat_state(e) for e in self.entries)  # pragma: no cover
+
     def slots_end(self) -> int:
         """End of the last payload or bitmap block the BAT references (0 when none)."""
         end = 0
-        for i in range(self.data_blocks):
-            off = self.payload_offset(i)
-            if off is not None:
-                end = max(end, off + self.block_size)
-        for _, hi in self.bitmap_ranges():
-            end = max(end, hi)
+        stride = self.chunk_ratio + 1
+        bitmaps_end = self.bitmap_count() * stride
+        # Only entries whose state carries a file offset (6, 7), found at C speed: a BAT
+        # is mostly unallocated and can hold millions of entries.
+        for m in _WITH_OFFSET.finditer(self.states()):
+            i = m.start()
+            ent = self.entries[i]
+            if i % stride == self.chunk_ratio:  # a sector-bitmap entry
+                if S.bat_state(ent) == S.SB_BLOCK_PRESENT and i < bitmaps_end:
+                    end = max(end, S.bat_offset(ent) + MiB)
+            elif i - i // stride < self.data_blocks:
+                end = max(end, S.bat_offset(ent) + self.block_size)
         return end
+
+    def unallocated(self) -> int:
+        """Payload blocks without a slot in the file (only FULLY/PARTIALLY_PRESENT have one;
+        a present sector-bitmap entry is also state 6, so those are taken out)."""
+        states = self.states()
+        with_slot = (states.count(S.PAYLOAD_BLOCK_FULLY_PRESENT)
+                     + states.count(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+                     - self.bitmap_states().count(S.SB_BLOCK_PRESENT))
+        return self.data_blocks - with_slot
+
+    def bitmap_states(self) -> bytes:
+        """The states of the sector-bitmap entries, one byte per chunk."""
+        return self.states()[self.chunk_ratio:self.bitmap_count() * (self.chunk_ratio + 1):
+                             self.chunk_ratio + 1]
 
     def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

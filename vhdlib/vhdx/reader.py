@@ -17,7 +17,7 @@ from uuid import UUID
 from vhdlib import fileio
 from vhdlib.errors import ImageError
 from vhdlib.extents import Segment, SegmentState, coalesce_segments
-from vhdlib.layer import DiskType, Layer, ParentLink, Problem
+from vhdlib.layer import DiskType, Layer, ParentLink, Problem, hole_bytes
 from vhdlib.vhdx import log as vhdx_log
 from vhdlib.vhdx import structs as S
 from vhdlib.vhdx.allocation import align_up
@@ -204,6 +204,28 @@ class VhdxReader(Layer):
 
     def payload_state(self, block: int) -> int:
         return self.bat.payload_state(block)
+
+    # --- growth figures (headers and BAT only) ------------------------------------------
+
+    def unallocated_blocks(self) -> int:
+        return 0 if self.disk_type is DiskType.FIXED else self.bat.unallocated()
+
+    def never_written_bytes(self) -> int:
+        # 2.1: the header section, the metadata region and the BAT region past its entries
+        # are padded to 1 MiB; nothing writes the padding (the log region is written).
+        bat_used = align_up(self.bat.count * 8, 4096)
+        meta, bat = self.metadata_region, self.bat_region
+        spans = [(0, MiB), (meta.file_offset, meta.file_offset + meta.length),
+                 (bat.file_offset + bat_used, bat.file_offset + bat.length)]
+        return sum(hole_bytes(self._fd, a, b) for a, b in spans)
+
+    def max_bytes(self) -> int:
+        # Differencing layers also allocate a 1 MiB sector bitmap per chunk (2.5.1.2).
+        extra = 0
+        if self.disk_type is DiskType.DIFFERENCING:
+            states = self.bat.bitmap_states()
+            extra = (len(states) - states.count(S.SB_BLOCK_PRESENT)) * MiB
+        return super().max_bytes() + extra
 
     @property
     def differencing(self) -> bool:
