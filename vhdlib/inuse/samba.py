@@ -4,8 +4,10 @@ A Hyper-V host that lost its connection keeps a *durable handle*: Samba remember
 in ``locking.tdb`` with no descriptor on the server, so neither a lease nor /proc sees it.
 ``smbstatus --json`` (Samba 4.16+; ``smbstatus -L`` before) lists every open, live or
 disconnected; ``testparm -s`` gives the shares' paths, so a chain outside every share is
-not asked about. smbstatus missing: skipped. smbstatus failing while a share covers the
-chain: :class:`~vhdlib.errors.InUseUnknownError` (the guard cannot answer, so it refuses).
+not asked about (nor is anything when testparm cannot load smb.conf: Samba is not
+configured). smbstatus missing: skipped. smbstatus failing while a share covers the chain
+(or the shares are unknown): :class:`~vhdlib.errors.InUseUnknownError` (the guard cannot
+answer, so it refuses).
 """
 
 from __future__ import annotations
@@ -185,17 +187,22 @@ def _first_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def _covering_shares(paths: list[str]) -> dict[str, str] | None:
-    """Shares whose path holds a file of ``paths``; None when testparm cannot tell."""
+def _covering_shares(paths: list[str]) -> tuple[dict[str, str] | None, str]:
+    """Shares whose path holds a file of ``paths`` (None: testparm cannot tell), and why
+    there are none."""
     exe = shutil.which("testparm")
     if exe is None:
-        return None
+        return None, ""
     try:
         proc = _run([exe, "-s"])
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return None, ""
     if proc.returncode != 0:
-        return None
+        if "can't load" in proc.stderr.lower() or "error loading" in proc.stderr.lower():
+            # No smb.conf: smbd cannot run (and smbstatus would fail on the same file).
+            return {}, "Samba is not configured (testparm -s: " \
+                f"{_first_line(proc.stderr)})"
+        return None, ""
     covering = {}
     for name, share_path in parse_shares(proc.stdout).items():
         if "%" in share_path:
@@ -203,7 +210,7 @@ def _covering_shares(paths: list[str]) -> dict[str, str] | None:
         root = os.path.realpath(share_path)
         if any(os.path.commonpath([root, os.path.realpath(p)]) == root for p in paths):
             covering[name] = share_path
-    return covering
+    return covering, "no share covers these files (testparm -s)"
 
 
 def query(paths: list[str]) -> SambaView:
@@ -211,9 +218,9 @@ def query(paths: list[str]) -> SambaView:
     exe = shutil.which("smbstatus")
     if exe is None:
         return SambaView("smbstatus not installed")
-    shares = _covering_shares(paths)
+    shares, why_not = _covering_shares(paths)
     if shares is not None and not shares:
-        return SambaView("no share covers these files (testparm -s)")
+        return SambaView(why_not)
     where = f"share {', '.join(sorted(shares))}" if shares else "shares unknown"
     targets = Targets.of(paths)
     try:
