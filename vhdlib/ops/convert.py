@@ -22,7 +22,7 @@ from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
-from vhdlib.ops import output, windows
+from vhdlib.ops import carry, output, windows
 from vhdlib.ops.operation import Operation, step
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
@@ -264,6 +264,7 @@ class CopyOperation(Operation):
         """Rename the finished partial output to ``dest`` (atomic, durable)."""
         partial = self.state["partial"]
         if os.path.exists(partial):
+            carry.before_publish(self.state)
             os.replace(partial, dest)
         elif not os.path.exists(dest):
             raise InternalError("neither the partial output nor the result exists",
@@ -286,7 +287,8 @@ class ConvertOperation(CopyOperation):
     def prepare(cls, source: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, block_size: int | None = None,
                 sparse: bool = False, lenient: bool = False, uuid: str | None = None,
-                timestamp: int | None = None, **unknown: Any) -> ConvertOperation:
+                timestamp: int | None = None, attributes_from: str | None = None,
+                drop_attributes: bool = False, **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
         if not output:
@@ -299,7 +301,8 @@ class ConvertOperation(CopyOperation):
         fmt = format or _format_from_suffix(dest)
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
-                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
+                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp,
+                   **carry.options(attributes_from, drop_attributes)}
         with open_disk(source, lenient=lenient) as disk:
             state, spec = cls._prepare_copy(disk, dest, options)
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])

@@ -187,6 +187,8 @@ class Operation(ABC):
             result = self.result()
             if self.in_use_check:
                 result.setdefault("in_use_check", self.in_use_check)
+            if "attributes" in self.state:  # where they came from, what was dropped
+                result.setdefault("attributes", self.state["attributes"])
         except InsufficientSpaceError as e:
             raise InsufficientSpaceError(
                 f"{e.message}; the journal is kept: free space and run "
