@@ -172,6 +172,9 @@ def test_in_place_swap_refused_when_an_attribute_cannot_be_set(
         op = ops.prepare("remediate", str(chain[-1]), drop_attributes=True)
         res = op.run()
         assert res["attributes"]["dropped"] == ["security.NTACL"]
+        # The Hyper-V next steps then include the icacls repair for what was dropped.
+        assert res["next_steps"]["dropped_attributes"] == ["security.NTACL"]
+        assert "icacls" in res["next_steps"]["powershell"]
         monkeypatch.undo()
         got = identity(chain[0])
         assert "security.NTACL" not in got["xattrs"]  # type: ignore[operator]
