@@ -162,6 +162,38 @@ class DependentChildrenError(SafetyRefusal):
         super().__init__(message, path=path)
 
 
+class FileInUseError(SafetyRefusal):
+    """Another process (or an SMB client through Samba) has a file of the chain open.
+
+    ``holders`` lists one dict per opener: ``path``, ``pid``, ``name``, ``mode``, ``via``.
+    """
+
+    code = "in_use"
+
+    def __init__(self, message: str, *, path: str | None = None,
+                 holders: Sequence[dict[str, object]] = ()) -> None:
+        self.holders = list(holders)
+        super().__init__(message, path=path)
+
+
+class InUseUnknownError(SafetyRefusal):
+    """Whether a file is in use cannot be told (e.g. Samba serves it, smbstatus fails)."""
+
+    code = "in_use_unknown"
+
+
+class AttributeCarryError(SafetyRefusal):
+    """An attribute of the original (owner, mode, ACL, xattr) cannot be set on its
+    replacement; ``--drop-attributes`` goes ahead without it."""
+
+    code = "attributes_not_carried"
+
+    def __init__(self, message: str, *, path: str | None = None,
+                 attributes: Sequence[str] = ()) -> None:
+        self.attributes = list(attributes)
+        super().__init__(message, path=path)
+
+
 class FenceError(SafetyRefusal):
     """The caller's fencing token is no longer current (another executor took over)."""
 

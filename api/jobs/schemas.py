@@ -75,6 +75,13 @@ OUTPUT_UUID = {"description": "the output disk's UUID (default: a new one)"}
 OUTPUT_TIMESTAMP = {"description": "the output's creation time, Unix seconds (default: now)"}
 
 
+#: Owner, mode, ACL and xattrs of the new disk (vhdlib.ops.carry).
+ATTR_FROM = {"description": "'base': the output gets the base disk's owner, group, mode, "
+             "ACL and xattrs (in place they are always carried over)"}
+ATTR_DROP = {"description": "go ahead when an attribute cannot be carried over (the result "
+             "lists what was dropped) instead of failing"}
+
+
 class ConvertOptionsSchema(Strict):
     output = RelPath(required=True)
     type = fields.String(validate=DISK_TYPE)
@@ -86,6 +93,8 @@ class ConvertOptionsSchema(Strict):
     uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
     timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
                                metadata=OUTPUT_TIMESTAMP)
+    attributes_from = fields.String(validate=validate.OneOf(["base"]), metadata=ATTR_FROM)
+    drop_attributes = fields.Boolean(metadata=ATTR_DROP)
 
 
 class RemediateOptionsSchema(Strict):
@@ -102,6 +111,8 @@ class RemediateOptionsSchema(Strict):
     uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
     timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
                                metadata=OUTPUT_TIMESTAMP)
+    attributes_from = fields.String(validate=validate.OneOf(["base"]), metadata=ATTR_FROM)
+    drop_attributes = fields.Boolean(metadata=ATTR_DROP)
 
 
 OPTIONS: dict[str, type[Schema]] = {

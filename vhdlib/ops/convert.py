@@ -22,7 +22,7 @@ from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
-from vhdlib.ops import output, reclaim, windows
+from vhdlib.ops import carry, output, reclaim, windows
 from vhdlib.ops.operation import Operation, step
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
@@ -270,6 +270,7 @@ class CopyOperation(Operation):
         """Rename the finished partial output to ``dest`` (atomic, durable)."""
         partial = self.state["partial"]
         if os.path.exists(partial):
+            carry.before_publish(self.state)
             os.replace(partial, dest)
         elif not os.path.exists(dest):
             raise InternalError("neither the partial output nor the result exists",
@@ -293,6 +294,7 @@ class ConvertOperation(CopyOperation):
                 format: str | None = None, block_size: int | None = None,
                 sparse: bool = False, lenient: bool = False, uuid: str | None = None,
                 timestamp: int | None = None, reclaim: str = "zeros",
+                attributes_from: str | None = None, drop_attributes: bool = False,
                 **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
@@ -307,7 +309,7 @@ class ConvertOperation(CopyOperation):
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
                    "lenient": lenient, "uuid": uuid, "timestamp": timestamp,
-                   "reclaim": reclaim}
+                   "reclaim": reclaim, **carry.options(attributes_from, drop_attributes)}
         with open_disk(source, lenient=lenient) as disk:
             state, spec = cls._prepare_copy(disk, dest, options)
             plan = Plan(cls.kind, dest, list(state["chain"]), [dest])

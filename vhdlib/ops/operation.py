@@ -18,7 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from vhdlib import journal
+from vhdlib import inuse, journal
 from vhdlib.errors import (
     Cancelled,
     ChangedInputError,
@@ -99,6 +99,8 @@ class Operation(ABC):
         #: Fence given to :func:`vhdlib.ops.resume`, used when ``run`` gets none.
         self.resume_fence: int | None = None
         self._last_report = 0.0
+        #: How the last in-use check was made (see :meth:`check_in_use`).
+        self.in_use_check = ""
 
     # --- construction ---------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class Operation(ABC):
         fence = fence if fence is not None else self.resume_fence
         if fence is not None:
             self._take_fence(fence)
+        self.check_in_use(self.kind)
         if not self.started:
             self._start()
         try:
@@ -182,6 +185,10 @@ class Operation(ABC):
                 if pause is not None and pause():
                     return {"status": "paused", "journal": self.journal_path}
             result = self.result()
+            if self.in_use_check:
+                result.setdefault("in_use_check", self.in_use_check)
+            if "attributes" in self.state:  # where they came from, what was dropped
+                result.setdefault("attributes", self.state["attributes"])
         except InsufficientSpaceError as e:
             raise InsufficientSpaceError(
                 f"{e.message}; the journal is kept: free space and run "
@@ -270,6 +277,14 @@ class Operation(ABC):
             if on_disk is not None and on_disk != self._fence:
                 raise FenceError(f"before {step}: fence {self._fence} lost to {on_disk}",
                                  path=self.journal_path)
+        self.check_in_use(step)
+
+    def check_in_use(self, step: str) -> None:
+        """The in-use guard (:mod:`vhdlib.inuse`) before ``step``: refuses with
+        :class:`~vhdlib.errors.FileInUseError` while another opener holds a file."""
+        paths, purpose = inuse.targets(self.kind, self.state, step)
+        hint = self.journal_path if self.started else None
+        self.in_use_check = inuse.guard(paths, purpose, step, resume_hint=hint).methods()
 
     # --- progress ---------------------------------------------------------------------
 

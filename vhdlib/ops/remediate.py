@@ -17,7 +17,7 @@ from typing import Any
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.hyperv.nextsteps import for_remediation as hyperv_next_steps
-from vhdlib.ops import retire
+from vhdlib.ops import carry, retire
 from vhdlib.ops.convert import CopyOperation, _format_from_suffix
 from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import step
@@ -38,7 +38,9 @@ class RemediateOperation(CopyOperation):
                 format: str | None = None, archive: str | None = None, delete: bool = False,
                 block_size: int | None = None, sparse: bool = False, lenient: bool = False,
                 uuid: str | None = None, timestamp: int | None = None, force: bool = False,
-                reclaim: str = "zeros", **unknown: Any) -> RemediateOperation:
+                reclaim: str = "zeros", attributes_from: str | None = None,
+                drop_attributes: bool = False,
+                **unknown: Any) -> RemediateOperation:
         if unknown:
             raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
         if archive and delete:
@@ -50,7 +52,8 @@ class RemediateOperation(CopyOperation):
             "newest": os.path.abspath(newest), "output": output and os.path.abspath(output),
             "type": type, "format": format, "archive": archive and os.path.abspath(archive),
             "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient,
-            "uuid": uuid, "timestamp": timestamp, "reclaim": reclaim}
+            "uuid": uuid, "timestamp": timestamp, "reclaim": reclaim,
+            **carry.options(attributes_from, drop_attributes)}
         with open_disk(newest, lenient=lenient) as disk:
             # The destination depends on the base, known once the chain is open.
             base = os.path.abspath(disk.base.path)
@@ -125,6 +128,8 @@ class RemediateOperation(CopyOperation):
             # Last look before touching originals: nothing may have changed since the copy.
             self.verify_inputs()
             self.irreversible("swap")
+            # The new disk takes the base's owner, mode, ACL and xattrs before its name.
+            carry.onto_partial(self.state, self.state["base"])
             for path in chain:
                 retire.archive_file(path, arch)
             self.state["archived"] = [os.path.join(arch, os.path.basename(p)) for p in chain]
@@ -168,5 +173,5 @@ class RemediateOperation(CopyOperation):
         res["next_steps"] = hyperv_next_steps(
             list(self.state["chain"]), dest, archive=self.state.get("archive_dir"),
             deleted=bool(options.get("delete")), in_place=not options.get("output"),
-            dropped_attributes=res.get("dropped_attributes") or ())
+            dropped_attributes=(self.state.get("attributes") or {}).get("dropped") or ())
         return res

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from vhdlib import attributes
 from vhdlib.journal import fsync_dir
 
 
@@ -39,6 +40,8 @@ def archive_file(src: str, folder: str) -> str:
             shutil.copyfileobj(fi, fo, 8 << 20)
             fo.flush()
             os.fsync(fo.fileno())
+        # The archived copy keeps the original's owner, mode, ACL and xattrs where it can.
+        attributes.carry(src, tmp, drop=True)
         os.replace(tmp, dest)
     fsync_dir(folder)
     return dest

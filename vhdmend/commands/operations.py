@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="output format (default: from DST's suffix, else vhd)")
     add_output_options(p)
     add_reclaim(p)
+    add_attribute_options(p, in_place=False)
     add_lenient(p)
     add_plan(p)
     p.set_defaults(func=cmd_convert)
@@ -82,6 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(they lose their parent; --output leaves the chain in place instead)")
     add_output_options(p)
     add_reclaim(p)
+    add_attribute_options(p, in_place=True)
     add_retire(p)
     add_lenient(p)
     add_plan(p)
@@ -116,6 +118,21 @@ def add_reclaim(p: argparse.ArgumentParser) -> None:
                         "in doubt are kept whole; --plan says why)")
 
 
+def add_attribute_options(p: argparse.ArgumentParser, *, in_place: bool) -> None:
+    """``--attributes-from base`` and ``--drop-attributes`` (owner, mode, ACL, xattrs)."""
+    p.add_argument("--attributes-from", choices=("base",),
+                   help="give the new file the base disk's owner, group, mode, ACL and "
+                        "xattrs (default: the process defaults" +
+                        ("; in place they are always carried over)" if in_place else ")"))
+    p.add_argument("--drop-attributes", action="store_true",
+                   help="go ahead when an attribute cannot be carried over (the result "
+                        "lists what was dropped) instead of refusing")
+
+
+def _attribute_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"attributes_from": args.attributes_from, "drop_attributes": args.drop_attributes}
+
+
 def _uuid_arg(text: str) -> str:
     try:
         return str(uuid.UUID(text))
@@ -146,7 +163,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     # DST positional: the library names it `output_path` (the contract says `output`).
     op = ops.prepare("convert", args.src, args.dst, type=args.type,
                      format=args.format, block_size=args.block_size, sparse=args.sparse,
-                     lenient=args.lenient, reclaim=args.reclaim, **_identity_options(args))
+                     lenient=args.lenient, reclaim=args.reclaim, **_identity_options(args),
+                     **_attribute_options(args))
     return execute(args, op)
 
 
@@ -155,7 +173,8 @@ def cmd_remediate(args: argparse.Namespace) -> int:
     op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
                      format=args.format, archive=args.archive, delete=args.delete,
                      block_size=args.block_size, sparse=args.sparse, lenient=args.lenient,
-                     force=args.force, reclaim=args.reclaim, **_identity_options(args))
+                     force=args.force, reclaim=args.reclaim, **_identity_options(args),
+                     **_attribute_options(args))
     return execute(args, op)
 
 
