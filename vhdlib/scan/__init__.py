@@ -130,7 +130,7 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
     chains = build_chains(disks, unreadable, lookup)
     attach_journals(chains, journals, partials)
     for chain in chains:
-        chain.holders = [h for layer in chain.layers for h in holders(layer.path)]
+        chain.holders = holders([layer.path for layer in chain.layers])
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)
     if progress is not None:

@@ -1,14 +1,30 @@
-"""Who holds a disk file open right now (the in-use guard's view, where available).
+"""Who holds a chain's files open right now: the in-use guard's view (vhdlib.inuse).
 
-vhdlib has no in-use guard yet, so this reports nobody; the scan calls it for every
-chain layer so the guard plugs in here without touching the scanner.
+The scan only reports; it never refuses. A file the kernel says is open but whose opener
+the /proc scan cannot name is reported as an unnamed holder rather than left out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from vhdlib import inuse
 
-def holders(path: str) -> list[Any]:
-    """Processes (or hosts) holding ``path`` open; ``[]`` when unknown or nobody."""
-    return []
+
+def holders(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Openers of any of ``paths`` that would block changing them (``[]``: nobody)."""
+    try:
+        report = inuse.check(paths, inuse.Purpose.MODIFY, "scan")
+    except OSError as e:  # the guard could not look (e.g. /proc unreadable): say so
+        return [{"path": None, "pid": None, "name": "unknown", "mode": "unknown",
+                 "via": "error", "detail": str(e)}]
+    found: list[dict[str, Any]] = []
+    for f in report.files:
+        if f.holders:
+            found.extend(h.to_dict() for h in f.holders)
+        elif f.busy:
+            found.append({"path": f.path, "pid": None, "name": "unknown", "mode": "unknown",
+                          "via": f.method, "detail": "open elsewhere; opener not named"})
+    found.extend(h.to_dict() for h in report.smb_holders)
+    return found

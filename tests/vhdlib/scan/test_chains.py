@@ -153,12 +153,13 @@ def test_archived_chains_do_not_count_as_growth(tmp_path: Path) -> None:
     assert json.dumps(result.to_dict())
 
 
-def test_holders_come_from_the_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vhdlib.scan.holders import holders as hook
+def test_holders_are_the_in_use_guards_view(tmp_path: Path) -> None:
+    from tests.vhdlib.inuse.holders import holding
     chain = build_chain(tmp_path, "vhd", size=4 * MiB, children=1, writes=2)
-    assert hook(str(chain.newest)) == []  # no in-use guard in vhdlib yet
-    held = str(chain.newest)
-    monkeypatch.setattr(scan, "holders",
-                        lambda path: [{"pid": 4242}] if path == held else [])
-    result = scan.scan([str(tmp_path)], reserve=0)
-    assert _chain(result, chain.newest).holders == [{"pid": 4242}]
+    # Given nobody holds the chain, the scan names nobody.
+    assert _chain(scan.scan([str(tmp_path)], reserve=0), chain.newest).holders == []
+    # When a real process holds the base open, the chain's holders name that process.
+    with holding(chain.paths[0], "rb") as proc:
+        found = _chain(scan.scan([str(tmp_path)], reserve=0), chain.newest).holders
+    assert [h["pid"] for h in found] == [proc.pid]
+    assert found[0]["mode"] == "read"
