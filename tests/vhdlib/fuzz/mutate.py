@@ -148,7 +148,7 @@ def _own_id_field(data: bytearray) -> list[tuple[int, int]]:
             if s.kind in kinds]
 
 
-def _set_own_id(data: bytearray, raw: bytes) -> None:
+def set_own_id(data: bytearray, raw: bytes) -> None:
     for st in structure.structures(data):
         at = {"vhd.footer": 68, "vhd.footer_copy": 68, "vhdx.header": 32}.get(st.kind)
         if at is not None and st.fix is not None:
@@ -156,7 +156,7 @@ def _set_own_id(data: bytearray, raw: bytes) -> None:
             st.fix(data, st.offset)
 
 
-def _own_id(data: bytearray) -> bytes | None:
+def own_id(data: bytearray) -> bytes | None:
     fields = _own_id_field(data)
     if not fields:
         return None
@@ -164,7 +164,7 @@ def _own_id(data: bytearray) -> bytes | None:
     return bytes(data[at: at + n])
 
 
-def _set_parent_id(data: bytearray, raw: bytes) -> bool:
+def set_parent_id(data: bytearray, raw: bytes) -> bool:
     """Point the file's parent link at id ``raw`` (as its own id field stores it)."""
     for st in structure.structures(data):
         if st.kind == "vhd.header" and st.fix is not None:
@@ -173,11 +173,11 @@ def _set_parent_id(data: bytearray, raw: bytes) -> bool:
             return True
         if st.kind == "vhdx.parent_locator":
             text = "{" + str(uuid.UUID(bytes_le=raw)) + "}"
-            return _set_locator_value(data, st, "parent_linkage", text)
+            return set_locator_value(data, st, "parent_linkage", text)
     return False
 
 
-def _set_locator_value(data: bytearray, st: Struct, key: str, text: str) -> bool:
+def set_locator_value(data: bytearray, st: Struct, key: str, text: str) -> bool:
     count = struct.unpack_from("<H", data, st.offset + 18)[0]
     for i in range(min(count, 64)):
         e = st.offset + 20 + 12 * i
@@ -202,8 +202,8 @@ def _chain_mutation(rnd: random.Random, case: Case, files: list[str]) -> str:
         # Self-loop: the file named like the parent is the child itself, linked to itself.
         parent = folder / files[-2]
         data = bytearray(top.read_bytes())
-        own = _own_id(data)
-        if own is None or not _set_parent_id(data, own):
+        own = own_id(data)
+        if own is None or not set_parent_id(data, own):
             return "self-loop impossible"
         parent.write_bytes(data)
         case.top = files[-2]
@@ -212,11 +212,11 @@ def _chain_mutation(rnd: random.Random, case: Case, files: list[str]) -> str:
         # Two-file loop: the base is replaced by a copy of the top carrying the base's id,
         # so top -> middle -> "base" (= top) -> middle again.
         base = folder / files[0]
-        base_id = _own_id(bytearray(base.read_bytes()))
+        base_id = own_id(bytearray(base.read_bytes()))
         data = bytearray(top.read_bytes())
         if base_id is None:
             return "loop impossible"
-        _set_own_id(data, base_id)
+        set_own_id(data, base_id)
         base.write_bytes(data)
         return f"loop: {files[0]} = copy of {files[-1]} with {files[0]}'s id"
     # Replace a parent by another file of the chain (an id mismatch).
