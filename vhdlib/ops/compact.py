@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from vhdlib.errors import UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
-from vhdlib.ops.operation import Operation, seed_of, step
+from vhdlib.ops.operation import Operation, layer_warnings, seed_of, step
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class CompactOperation(Operation):
             op = cls(state, plan)
             op.budget.add(path, 4096, "journal")
             plan.space = op.budget.to_list()
+            plan.details["warnings"] = layer_warnings([layer])
         return op
 
     def open_files(self) -> None:

@@ -23,6 +23,7 @@ from vhdlib.errors import (
     Cancelled,
     ChangedInputError,
     FenceError,
+    ImageError,
     InsufficientSpaceError,
     VhdlibError,
 )
@@ -67,6 +68,12 @@ def verify_identity(expected: dict[str, Any], *, lenient: bool = False) -> None:
         detail = ", ".join(f"{n} {getattr(want, n)} -> {getattr(got, n)}" for n in changed)
         raise ChangedInputError(f"input changed since the operation started: {detail}",
                                 path=want.path)
+
+
+def layer_warnings(layers: list[Layer]) -> list[str]:
+    """What opening the inputs accepted (``--lenient``: a bad checksum...), per file; goes
+    into the plan's ``details["warnings"]`` for the caller to show."""
+    return [f"{layer.path}: {w}" for layer in layers for w in layer.warnings]
 
 
 def seed_of(kind: str, layers: list[Layer]) -> str:
@@ -152,7 +159,7 @@ class Operation(ABC):
                                        chunk_seconds)
             finished = outcome["status"] == "done"
             return outcome
-        except Cancelled:
+        except (Cancelled, ImageError):
             finished = True
             raise
         finally:
@@ -182,6 +189,12 @@ class Operation(ABC):
                 if pause is not None and pause():
                     return {"status": "paused", "journal": self.journal_path}
             result = self.result()
+        except ImageError:
+            # The input is corrupt: no resume can succeed, so undo as a cancel does (the
+            # partial output and the journal go; originals are valid) and say why.
+            self.close_files()
+            self.cancel()
+            raise
         except InsufficientSpaceError as e:
             raise InsufficientSpaceError(
                 f"{e.message}; the journal is kept: free space and run "
