@@ -60,8 +60,10 @@ from vhdlib.vhd.structs import (
     DISK_TYPE_DIFFERENCING,
     DISK_TYPE_DYNAMIC,
     DISK_TYPE_FIXED,
+    FOOTER_COOKIE,
     FOOTER_SIZE,
     FOOTER_SIZE_OLD,
+    HEADER_COOKIE,
     HEADER_SIZE,
     SECTOR_SIZE,
     Bat,
@@ -103,7 +105,8 @@ class VhdLayer(Layer):
     # --- loading ------------------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        return fileio.pread(self._fd, size, offset)
+        # Every structure read is bounds-checked in one place (Layer.check_range).
+        return self.pread(size, offset)
 
     def _load(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -386,6 +389,8 @@ class VhdLayer(Layer):
         out = footer_problems(f, from_copy=self._footer_from_copy,
                               trailing_bad=self._trailing_checksum_bad,
                               dynamic=self.bat is not None)
+        if self.disk_type is DiskType.FIXED:
+            return out + self._fixed_problems()
         if self.header is None or self.bat is None:
             return out
         h = self.header
@@ -410,6 +415,23 @@ class VhdLayer(Layer):
         if past:
             out.append(Problem("bitmap_past_end", f"{past} sector bits set past the virtual "
                                "end in the last block (informational; Disk2vhd does this)"))
+        return out
+
+    def _fixed_problems(self) -> list[Problem]:
+        """Spec "Fixed Hard Disk Image": the data area is exactly ``current_size`` bytes,
+        then the footer; a footer copy and a dynamic header there mean a dynamic disk whose
+        footer says fixed (it would read as raw bytes, header and BAT included)."""
+        out: list[Problem] = []
+        data = self._footer_pos
+        if data != self.virtual_size:
+            out.append(Problem("fixed_size", f"the footer's current size {self.virtual_size} "
+                               f"differs from the {data}-byte data area before the footer"
+                               + (" (its tail is not part of the disk)"
+                                  if data > self.virtual_size else "")))
+        if data >= 2 * SECTOR_SIZE and self.pread(8, 0) == FOOTER_COOKIE \
+                and self.pread(8, SECTOR_SIZE) == HEADER_COOKIE:
+            out.append(Problem("fixed_layout", "a fixed disk whose data starts with a footer "
+                               "copy and a dynamic header: a dynamic disk labelled fixed"))
         return out
 
     def repair(self) -> list[str]:

@@ -18,25 +18,26 @@ from vhdlib.layer import DiskType
 MiB = 1 << 20
 
 
-def _block_data_past_eof(folder: Path) -> Path:
-    """A dynamic VHD whose header's block size was changed 2 -> 4 MiB (checksum
-    recomputed): the blocks' data now runs past the end of the file."""
-    path = folder / "src.vhd"
-    with create("vhd", path, 8 * MiB, DiskType.DYNAMIC, block_size=2 * MiB) as layer:
-        layer.write(2 * MiB, b"\x01" * 4096)  # block 1 only: the blocks do not overlap
+def _block_past_eof(folder: Path) -> Path:
+    """A dynamic VHDX whose block 0 entry points just past the end of the file: it opens
+    (BAT entries are checked when read), and the copy fails on it half-way."""
+    path = folder / "src.vhdx"
+    with create("vhdx", path, 16 * MiB, DiskType.DYNAMIC, block_size=MiB) as layer:
+        layer.write(0, b"\x01" * MiB)
         layer.flush()
-    damage.set_field(path, "vhd.header", "block_size", 4 * MiB)
+    past_mb = (path.stat().st_size >> 20) + 1
+    damage.set_field(path, "vhdx.bat", "bat[0].payload", past_mb << 20 | 6)
     return path
 
 
 def test_convert_failing_on_input_leaves_nothing_behind(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    src = _block_data_past_eof(folder)
+    src = _block_past_eof(folder)
     out = tmp_path / "out"
     out.mkdir()
     op = ops.prepare("convert", str(src), str(out / "dst.raw"), format="raw")
-    with pytest.raises(ImageError):
+    with pytest.raises(ImageError, match="truncated"):
         op.run()
     assert sorted(p.name for p in out.iterdir()) == []
     for _ in range(2):  # the same command again: the same typed error, not "unfinished"
