@@ -214,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spawn", action="store_true", help="python -m vhdmend per command")
     ap.add_argument("--out", type=Path, help="append one JSON line per case here")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (slices of cases)")
+    ap.add_argument("--summarize", type=Path, nargs="+", metavar="JSONL",
+                    help="only print the figures of earlier runs' JSON lines (a case "
+                         "recorded twice counts once)")
     ap.add_argument("--keep", type=Path, help="build the case here and keep it (with --case)")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return _summarize_files(args.summarize)
     seeds = corpus.build()
     if args.jobs > 1 and args.case is None:
         return _parallel(args)
@@ -253,6 +258,24 @@ def main(argv: list[str] | None = None) -> int:
             if out:
                 out.close()
     print(json.dumps(summarize(records), indent=1))
+    return 1 if found else 0
+
+
+def _summarize_files(paths: list[Path]) -> int:
+    by_case: dict[tuple[int, int], dict[str, Any]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            by_case[(rec["seed"], rec["case"])] = rec
+    records = [by_case[k] for k in sorted(by_case)]
+    found = [(rec["seed"], rec["case"], Result(**r).command) for rec in records
+             for r in rec["results"] if bad(Result(**r))]
+    summary = summarize(records)
+    summary["findings"] = [f"seed {s} case {c} {cmd}" for s, c, cmd in found]
+    print(json.dumps(summary, indent=1))
     return 1 if found else 0
 
 
