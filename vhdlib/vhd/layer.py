@@ -45,7 +45,7 @@ from vhdlib.geometry import Geometry
 from vhdlib.layer import DiskType, Layer, ParentLink, Problem
 from vhdlib.vhd.bat import BlockTable
 from vhdlib.vhd.blockstore import VhdBlockStore
-from vhdlib.vhd.footers import choose_footer, footer_info, footer_problems
+from vhdlib.vhd.footers import choose_footer, fixed_problems, footer_info, footer_problems
 from vhdlib.vhd.header import read_header
 from vhdlib.vhd.layout import (
     DATA_ALIGNMENT,
@@ -60,10 +60,8 @@ from vhdlib.vhd.structs import (
     DISK_TYPE_DIFFERENCING,
     DISK_TYPE_DYNAMIC,
     DISK_TYPE_FIXED,
-    FOOTER_COOKIE,
     FOOTER_SIZE,
     FOOTER_SIZE_OLD,
-    HEADER_COOKIE,
     HEADER_SIZE,
     SECTOR_SIZE,
     Bat,
@@ -390,7 +388,7 @@ class VhdLayer(Layer):
                               trailing_bad=self._trailing_checksum_bad,
                               dynamic=self.bat is not None)
         if self.disk_type is DiskType.FIXED:
-            return out + self._fixed_problems()
+            return out + fixed_problems(self._footer_pos, self.virtual_size, self.pread)
         if self.header is None or self.bat is None:
             return out
         h = self.header
@@ -415,23 +413,6 @@ class VhdLayer(Layer):
         if past:
             out.append(Problem("bitmap_past_end", f"{past} sector bits set past the virtual "
                                "end in the last block (informational; Disk2vhd does this)"))
-        return out
-
-    def _fixed_problems(self) -> list[Problem]:
-        """Spec "Fixed Hard Disk Image": the data area is exactly ``current_size`` bytes,
-        then the footer; a footer copy and a dynamic header there mean a dynamic disk whose
-        footer says fixed (it would read as raw bytes, header and BAT included)."""
-        out: list[Problem] = []
-        data = self._footer_pos
-        if data != self.virtual_size:
-            out.append(Problem("fixed_size", f"the footer's current size {self.virtual_size} "
-                               f"differs from the {data}-byte data area before the footer"
-                               + (" (its tail is not part of the disk)"
-                                  if data > self.virtual_size else "")))
-        if data >= 2 * SECTOR_SIZE and self.pread(8, 0) == FOOTER_COOKIE \
-                and self.pread(8, SECTOR_SIZE) == HEADER_COOKIE:
-            out.append(Problem("fixed_layout", "a fixed disk whose data starts with a footer "
-                               "copy and a dynamic header: a dynamic disk labelled fixed"))
         return out
 
     def repair(self) -> list[str]:
