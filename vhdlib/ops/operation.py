@@ -159,7 +159,7 @@ class Operation(ABC):
                                        chunk_seconds)
             finished = outcome["status"] == "done"
             return outcome
-        except (Cancelled, ImageError):
+        except Cancelled:
             finished = True
             raise
         finally:
@@ -189,11 +189,12 @@ class Operation(ABC):
                 if pause is not None and pause():
                     return {"status": "paused", "journal": self.journal_path}
             result = self.result()
-        except ImageError:
-            # The input is corrupt: no resume can succeed, so undo as a cancel does (the
-            # partial output and the journal go; originals are valid) and say why.
-            self.close_files()
-            self.cancel()
+        except ImageError as e:
+            if self._input_at_fault(e):
+                # A corrupt input: no resume can succeed, so undo as a cancel does (the
+                # partial output and the journal go; originals are valid) and say why.
+                self.close_files()
+                self.cancel()
             raise
         except InsufficientSpaceError as e:
             raise InsufficientSpaceError(
@@ -215,6 +216,15 @@ class Operation(ABC):
         journal.remove(self.journal_path)
         self.report()
         return {"status": "done", **result}
+
+    def _input_at_fault(self, e: ImageError) -> bool:
+        """True when ``e`` names a file the operation only reads. An error on what it
+        writes (the target, a verification mismatch of the output) keeps the journal."""
+        if not e.path:
+            return False
+        inputs = {os.path.abspath(p) for p in self.state.get("chain", [])}
+        inputs.discard(os.path.abspath(str(self.state["target"])))
+        return os.path.abspath(e.path) in inputs
 
     def _start(self) -> None:
         journal.refuse_if_present(self.state["target"])
