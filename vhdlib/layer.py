@@ -129,6 +129,38 @@ class Layer(ABC):
         """Bytes the file occupies on the host volume (st_blocks * 512)."""
         return os.fstat(self._fd).st_blocks * 512
 
+    def max_bytes(self) -> int:
+        """File bytes once every block is allocated, metadata included (headers and BATs
+        only, no payload read). ``max_bytes() - allocated_bytes`` is what the layer can
+        still take from its volume. The default asks the block store block by block;
+        formats override :meth:`unallocated_blocks` and :meth:`bytes_per_new_block` with
+        exact, faster figures."""
+        st = os.fstat(self._fd)
+        # The volume allocates whole blocks: a trailing 512-byte footer takes one.
+        fs_block = st.st_blksize or 4096
+        size = max(-(-st.st_size // fs_block) * fs_block - self.never_written_bytes(),
+                   st.st_blocks * 512)
+        if self.block_store() is None:
+            return size
+        return size + self.unallocated_blocks() * self.bytes_per_new_block()
+
+    def never_written_bytes(self) -> int:
+        """Bytes of the file that no writer ever fills (padding of fixed-size structure
+        regions): they are holes now and stay holes, so they are not growth."""
+        return 0
+
+    def unallocated_blocks(self) -> int:
+        """Payload blocks with no slot in the file yet (0 without a block store)."""
+        store = self.block_store()
+        if store is None:
+            return 0
+        return sum(1 for i in range(store.block_count) if store.slot_offset(i) is None)
+
+    def bytes_per_new_block(self) -> int:
+        """File bytes one more allocated block adds (its slot, as the format lays it out)."""
+        store = self.block_store()
+        return store.slot_size if store is not None else 0
+
     def identity(self) -> FileIdentity:
         """Path, size, mtime, UUID and a structure checksum, for journals."""
         st = os.fstat(self._fd)
@@ -240,6 +272,26 @@ class Layer(ABC):
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.path!r} {self.disk_type.value} "
                 f"{self.virtual_size} bytes>")
+
+
+def hole_bytes(fd: int, start: int, end: int) -> int:
+    """Bytes of ``[start, end)`` that are holes in the file (SEEK_DATA/SEEK_HOLE; 0 where
+    the platform cannot tell)."""
+    if not hasattr(os, "SEEK_DATA") or end <= start:
+        return 0
+    holes = 0
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole up to the end of the file
+            data = end
+        data = min(data, end)
+        holes += data - pos
+        if data >= end:
+            break
+        pos = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+    return holes
 
 
 class BlockStore(ABC):

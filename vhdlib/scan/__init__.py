@@ -1,0 +1,143 @@
+"""See it coming: which volumes can fill, and how to get out of it with the space there is.
+
+    from vhdlib import scan
+    result = scan.scan(["/var/lib/hyperv"])           # headers and BATs only
+    for vol in result.volumes:
+        print(vol.mount, vol.risk, vol.reasons)
+    plans = scan.plan.plan_all(result, allow_delete=False)
+
+:mod:`~vhdlib.scan.walk` finds disk files by content, :mod:`~vhdlib.scan.layers` measures
+each, :mod:`~vhdlib.scan.chains` groups them as :func:`vhdlib.open` resolves parents,
+:mod:`~vhdlib.scan.volumes` rates each filesystem, :mod:`~vhdlib.scan.plan` orders the cure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from vhdlib.scan import walk
+from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
+from vhdlib.scan.holders import holders
+from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
+
+#: Called now and then with (files seen, disks found) while walking.
+ScanProgress = Callable[[int, int], None]
+
+#: Probes and header reads in flight: each is a few small preads (threads overlap the
+#: waits on a cold cache; the bound keeps memory flat however large the tree).
+THREADS = 8
+IN_FLIGHT = 256
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan` found: volumes riskiest first, chains by growth."""
+
+    roots: list[str]
+    volumes: list[VolumeFigures]
+    chains: list[ChainFigures]
+    disks: dict[str, LayerFigures]
+    files_scanned: int
+    seconds: float
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def at_risk(self) -> bool:
+        return any(v.risk != "ok" for v in self.volumes)
+
+    @property
+    def has_problems(self) -> bool:
+        return any(c.problems for c in self.chains)
+
+    def to_dict(self) -> dict[str, Any]:
+        now = time.time()
+        return {"roots": list(self.roots),
+                "volumes": [v.to_dict() for v in self.volumes],
+                "chains": [c.to_dict(now) for c in self.chains],
+                "files_scanned": self.files_scanned,
+                "disks_found": len(self.disks),
+                "seconds": round(self.seconds, 3)}
+
+
+def _examine(path: str, st: os.stat_result) -> tuple[walk.Found | None, LayerFigures | str | None]:
+    found = walk.classify(path, st)
+    if found is None or found.kind != "disk":
+        return found, None
+    return found, measure(path, found.fmt)
+
+
+def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
+         progress: ScanProgress | None = None, threads: int = THREADS) -> ScanResult:
+    """Walk ``roots`` and report every chain and volume (nothing is written, no payload
+    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`."""
+    start = time.monotonic()
+    real_roots = [os.path.realpath(r) for r in walk.check_roots(roots)]
+    disks: dict[str, LayerFigures] = {}
+    unreadable: dict[str, str] = {}
+    journals: list[str] = []
+    partials: list[str] = []
+    files = 0
+
+    def take(found: walk.Found | None, fig: LayerFigures | str | None) -> None:
+        if found is None:
+            return
+        if found.kind == "journal":
+            journals.append(found.path)
+        elif found.kind == "partial":
+            partials.append(found.path)
+        elif found.kind == "unreadable":
+            unreadable[found.path] = found.error
+        elif isinstance(fig, str):
+            unreadable[found.path] = fig
+        elif fig is not None:
+            disks[fig.path] = fig
+
+    last = 0.0
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
+        window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
+        for item in walk.files(real_roots):
+            if isinstance(item, walk.Found):
+                take(item, None)
+                continue
+            files += 1
+            window.append(pool.submit(_examine, *item))
+            while len(window) >= IN_FLIGHT or (window and window[0].done()):
+                take(*window.popleft().result())
+            if progress is not None and time.monotonic() - last > 0.2:
+                last = time.monotonic()
+                progress(files, len(disks))
+        while window:
+            take(*window.popleft().result())
+    extra: dict[str, LayerFigures | str] = {}
+
+    def lookup(real: str) -> LayerFigures | str:
+        fig = disks.get(real)
+        if fig is not None:
+            return fig
+        if real in unreadable:
+            return unreadable[real]
+        if real not in extra:
+            extra[real] = measure(real)
+        return extra[real]
+
+    chains = build_chains(disks, unreadable, lookup)
+    attach_journals(chains, journals, partials)
+    for chain in chains:
+        chain.holders = [h for layer in chain.layers for h in holders(layer.path)]
+    chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
+    volumes = assess(chains, disks.values(), reserve)
+    if progress is not None:
+        progress(files, len(disks))
+    return ScanResult(real_roots, volumes, chains, disks, files, time.monotonic() - start,
+                      unreadable)
+
+
+__all__ = ["DEFAULT_RESERVE", "ChainFigures", "LayerFigures", "ScanResult", "VolumeFigures",
+           "scan"]
