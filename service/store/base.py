@@ -25,6 +25,7 @@ from service.job import (
     without,
 )
 from service.lease import Lease
+from service.volumes.store import VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class JobStore(ABC):
 
     #: Chain locks, reservations and waiters (:mod:`service.chains`).
     chains: Chains
+    #: Watched volumes: statuses and sample histories (:mod:`service.volumes`).
+    volumes: VolumeStore
 
     # --- primitives each backend provides --------------------------------------------
 

@@ -23,6 +23,7 @@ from service.keys import Keys
 from service.lease import RedisLease
 from service.states import STATES, TERMINAL
 from service.store.base import Change, JobStore
+from service.volumes.redis_store import RedisVolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class RedisJobStore(JobStore):
         self.retry_seconds = retry_seconds
         self.webhook_progress_step = webhook_progress_step
         self.chains = RedisChains(client, self.keys)
+        self.volumes = RedisVolumeStore(client, self.keys)
 
     # Key names, for tests and tools that look at Redis directly.
     def k_job(self, job_id: str) -> str:

@@ -15,6 +15,7 @@ from service.job import CHUNK_BUCKETS, MAX_EVENTS, Job
 from service.lease import Lease
 from service.states import STATES, TERMINAL
 from service.store.base import Change, JobStore
+from service.volumes.store import StubVolumeStore
 
 Clock = Callable[[], float]
 
@@ -125,6 +126,7 @@ class StubJobStore(JobStore):
         self.hosts: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
         self.published: list[tuple[str, str]] = []
         self.chains = StubChains(clock, self._lock)
+        self.volumes = StubVolumeStore()
 
     def get_raw(self, job_id: str) -> dict[Any, Any]:
         with self._lock:
