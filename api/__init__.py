@@ -30,7 +30,7 @@ def _celery_dispatch(settings: Settings) -> Dispatch:
 
     def dispatch(job_id: str, host: str) -> None:
         if not made:
-            from workers.celery_app import dispatcher
+            from workers.dispatch import dispatcher
             made.append(dispatcher(settings))
         made[0](job_id, host)
     return dispatch

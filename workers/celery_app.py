@@ -1,4 +1,4 @@
-"""The Celery application factory: one queue per storage host, settings chosen on purpose.
+"""The worker's Celery application (the factory is :mod:`workers.factory`).
 
 Run a worker for host ``h1`` with ``celery -A workers.celery_app worker -Q vhdmend.h1``
 (``vhdmend worker`` does this): Celery reads this module's ``app``, which is built on that
@@ -15,62 +15,15 @@ from typing import Any
 
 from celery import Celery
 
-from service.config import Settings
 from service.hosts import queue_for
 from workers import runtime
-from workers.dispatch import Dispatcher, send_job
+from workers.dispatch import send_job
+from workers.factory import make_app
 from workers.housekeeping import Housekeeping
 
+__all__ = ["make_app", "send_job", "worker_app"]
+
 log = logging.getLogger(__name__)
-
-
-def make_app(broker_url: str) -> Celery:
-    """A Celery app on ``broker_url`` with the settings below (the API makes its own)."""
-    celery = Celery("vhdmend", broker=broker_url, include=["workers.tasks"])
-    celery.conf.update(CONF)
-    return celery
-
-
-def dispatcher(settings: Settings) -> Dispatcher:
-    """A ``send(job_id, host)`` for ``settings``' broker, its producer made on first use."""
-    return Dispatcher(lambda: make_app(settings.redis_url))
-
-
-CONF = dict(
-    # Ack after the task returns, not on receipt: a worker that dies mid-job leaves the
-    # message unacked so it is delivered again (the job resumes from its checkpoint).
-    task_acks_late=True,
-    # acks_late alone does not requeue when the child process is killed (-9, OOM): reject
-    # it so it is redelivered. Crash loops are bounded by the job's ``max_attempts``.
-    task_reject_on_worker_lost=True,
-    # One message at a time per process: a job runs for hours; prefetching more would
-    # park other jobs behind it on this process while other processes sit idle.
-    worker_prefetch_multiplier=1,
-    # The Redis transport redelivers an unacked message after ``visibility_timeout`` even
-    # while the first run is still going. Our lease makes that harmless, so keep it long
-    # (fewer spurious redeliveries); recovery after a crash does not wait for it: the
-    # reaper requeues a job as soon as its lease expires.
-    broker_transport_options={"visibility_timeout": 6 * 3600},
-    # Time limits: a chunk is a few seconds of I/O, but a whole merge can take hours. The
-    # hard limit only catches a hung process; the checkpoint makes the kill cheap.
-    task_time_limit=48 * 3600,
-    task_soft_time_limit=None,
-    # Flower and `celery events` need task events.
-    worker_send_task_events=True,
-    task_send_sent_event=True,
-    # JSON only: a message is just a job id.
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    # Keep running a job if the broker connection drops (Redis restart): the job store
-    # retries on its own, and the message is acked on the new connection or redelivered.
-    worker_cancel_long_running_tasks_on_connection_loss=False,
-    broker_connection_retry_on_startup=True,
-    # Nothing is routed by default: the API names the host queue on every send.
-    task_default_queue="vhdmend.default",
-    worker_hijack_root_logger=False,
-)
 
 
 @cache

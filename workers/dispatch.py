@@ -11,7 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from service.config import Settings
 from service.hosts import queue_for
+from workers.factory import make_app
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,8 @@ class Dispatcher:
             if self._app is None:
                 self._app = self._make()
         send_job(job_id, host, celery=self._app)
+
+
+def dispatcher(settings: Settings) -> Dispatcher:
+    """A ``send(job_id, host)`` for ``settings``' broker, its producer made on first use."""
+    return Dispatcher(lambda: make_app(settings.redis_url))

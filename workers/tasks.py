@@ -85,7 +85,7 @@ class JobRun:
                  send: Send | None = None) -> None:
         self.job_id = job_id
         if send is None:
-            from workers.celery_app import dispatcher
+            from workers.dispatch import dispatcher
             send = dispatcher(settings)
         #: Nudges another job (the waiters of a chain this run frees).
         self.send = send

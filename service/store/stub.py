@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -151,7 +152,6 @@ class StubJobStore(JobStore):
 
     def _queue(self, webhook: tuple[str, str] | None, now: float) -> None:
         if webhook is not None:
-            import json
             self.outbox[webhook[0]] = json.loads(webhook[1])
             self.due[webhook[0]] = now
 
@@ -195,7 +195,6 @@ class StubJobStore(JobStore):
         return StubLease(self.leases, job_id, self.clock, self._lock)
 
     def events(self, job_id: str, start: int = 0, count: int = 200) -> list[dict[str, Any]]:
-        import json
         self.get_raw(job_id)
         return [json.loads(e) for e in self.event_lists.get(job_id, [])[start:start + count]]
 

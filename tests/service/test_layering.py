@@ -34,3 +34,13 @@ def test_importing_the_celery_module_builds_no_app() -> None:
         "b.Celery.__init__ = init\nimport workers.celery_app, workers.tasks\n"
         "print(len(made))")], capture_output=True, text=True, check=True)
     assert built.stdout.strip() == "0", built.stdout + built.stderr
+
+
+def test_the_api_dispatches_without_the_worker_code() -> None:
+    # The producer the API makes on its first dispatch: the factory, not the worker's app,
+    # its housekeeping or its tasks.
+    mods = loaded_after("import api\nfrom workers.dispatch import dispatcher\n"
+                        "from service.config import load\nd = dispatcher(load({}))\n"
+                        "d._app = d._make()")
+    assert sorted(m for m in mods if m.startswith("workers")) == [
+        "workers", "workers.dispatch", "workers.factory"], mods
