@@ -46,6 +46,10 @@ class InspectOptionsSchema(Strict):
     lenient = fields.Boolean()
 
 
+class ScanOptionsSchema(Strict):
+    """``scan`` takes no options (its path names a folder: ``.`` for the root)."""
+
+
 class CompactOptionsSchema(Strict):
     lenient = fields.Boolean()
 
@@ -95,7 +99,7 @@ class RemediateOptionsSchema(Strict):
 OPTIONS: dict[str, type[Schema]] = {
     "inspect": InspectOptionsSchema, "compact": CompactOptionsSchema,
     "merge": MergeOptionsSchema, "convert": ConvertOptionsSchema,
-    "remediate": RemediateOptionsSchema,
+    "remediate": RemediateOptionsSchema, "scan": ScanOptionsSchema,
 }
 OPERATIONS = ("merge", "compact", "convert", "remediate")
 

@@ -138,6 +138,10 @@ class JobStore(ABC):
 
     # webhook outbox
     @abstractmethod
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        """Queue a delivery that belongs to no job (a volume alert), due at ``at``."""
+
+    @abstractmethod
     def due_deliveries(self, now: float, limit: int) -> list[str]: ...
 
     @abstractmethod

@@ -282,6 +282,11 @@ class RedisJobStore(JobStore):
 
     # --- webhook outbox ---------------------------------------------------------------
 
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        self._queue_webhook(pipe, (delivery_id, record), at)
+        pipe.execute()
+
     def due_deliveries(self, now: float, limit: int) -> list[str]:
         ids: Any = self.r.zrangebyscore(self.keys.webhooks_due, "-inf", now, start=0, num=limit)
         return [text(i) for i in ids]

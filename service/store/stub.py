@@ -251,6 +251,10 @@ class StubJobStore(JobStore):
     def ping(self) -> None:
         return None
 
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        with self._lock:
+            self._queue((delivery_id, record), at)
+
     def due_deliveries(self, now: float, limit: int) -> list[str]:
         with self._lock:
             return sorted((i for i, at in self.due.items() if at <= now),

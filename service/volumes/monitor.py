@@ -124,8 +124,10 @@ def observe(settings: Settings, volumes: VolumeStore, *, now: float | None = Non
             "risk_since": (previous.get("risk_since", iso(now))
                            if previous and previous.get("risk") == rated.risk else iso(now)),
         }
-        volumes.put_status(vid, status)
+        if previous and "alert" in previous:
+            status["alert"] = previous["alert"]
         if on_status is not None:
-            on_status(previous, status)
+            on_status(previous, status)  # may record its alert state in the status
+        volumes.put_status(vid, status)
         out.append(status)
     return out
