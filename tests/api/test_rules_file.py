@@ -29,3 +29,24 @@ def test_rules_name_only_exposed_metrics() -> None:
         named = set(re.findall(r"vhdmend_[a-z_]+", rule["expr"]))
         assert named and named <= exposed, named - exposed
     assert any("predict_linear(vhdmend_volume_free_bytes[6h]" in r["expr"] for r in rules)
+
+
+def test_promtool_checks_and_unit_tests_the_rules() -> None:
+    """Prometheus' own tool: the rules parse, and predict_linear fires when it should."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool (Debian package prometheus) is required in CI")
+        pytest.skip("promtool not installed")
+    check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    here = Path(__file__).resolve().parent
+    test = subprocess.run([promtool, "test", "rules", "prometheus_rules_test.yml"],
+                          cwd=here, capture_output=True, text=True, timeout=60)
+    assert test.returncode == 0, test.stdout + test.stderr
