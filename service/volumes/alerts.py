@@ -49,11 +49,10 @@ def description(status: dict[str, Any]) -> str:
              f"(reserve {_human(status['reserve_bytes'])}); the disks can grow by "
              f"{_human(status['growth_bytes'])}"]
     stf = status.get("seconds_to_full")
-    rate = status.get("rate_bytes_per_second")
-    if stf is not None and rate is not None:
-        parts.append(f"falling {_human(-rate * 3600)}/h: reaches the reserve in "
-                     f"{duration(stf)}")
-    parts.extend(status.get("reasons") or [])
+    reasons = list(status.get("reasons") or [])
+    if stf is not None and not any("reaches the reserve" in r for r in reasons):
+        parts.append(f"projected to reach the reserve in {duration(stf)}")
+    parts.extend(reasons)
     plan = status.get("plan") or {}
     steps = plan.get("steps") or []
     if steps:

@@ -53,7 +53,8 @@ class Namer:
             by_real = {real: name for name, real in self.roots}
 
             def sub(m: re.Match[str]) -> str:
-                return f"{by_real[m.group(0)]}:"
+                rest = m.string[m.end():m.end() + 1]
+                return f"{by_real[m.group(0)]}:" + ("" if rest == "/" else ".")
             message = self._pattern.sub(sub, message)
             message = re.sub(r"(\w[\w.-]*):/", r"\1:", message)
         return re.sub(r"(?<![\w:])/[^\s,;()'\"]+", "<outside the roots>", message)

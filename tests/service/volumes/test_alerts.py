@@ -52,7 +52,7 @@ def test_payload_shape() -> None:
     assert a["generatorURL"] == "https://x.example/v1/volumes/v1"
     assert a["startsAt"] == "1970-01-01T00:00:50Z" and a["endsAt"] == alerts.NOT_ENDED
     d = a["annotations"]["description"]
-    assert "reaches the reserve in 2 h" in d and "first step: remediate vms:a.vhd" in d
+    assert "projected to reach the reserve in 2 h" in d and "first step: remediate vms:a.vhd" in d
 
 
 def test_delivery_signed_retried_and_allow_listed() -> None:

@@ -22,6 +22,7 @@ def test_locate_and_text(tmp_path) -> None:
     assert out == ("parent outer:base.vhd not found (tried <outside the roots>; "
                    "search in in:d)")
     assert str(tmp_path) not in out
+    assert namer.text(f"free on {a}: 2 MiB") == "free on outer:.: 2 MiB"
 
 
 def test_ids_are_stable_and_distinct() -> None:
