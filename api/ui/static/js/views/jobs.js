@@ -121,14 +121,14 @@ export function jobPage(view, id) {
       for (const b of actions.querySelectorAll("button")) b.onclick = () => act(job, b.dataset.action);
     }
     const p = job.progress || {};
-    live.replaceChildren(
+    live.replaceChildren(...[
       h("section", { "aria-labelledby": "h-prog" }, h("h2", { id: "h-prog" }, "Progress"), progressBar(job),
         h("p", { class: "muted small" }, `rate ${rate(p.rate)} · ETA ${TERMINAL.has(job.state) ? "–" : duration(p.eta_seconds)}`)),
       job.error ? h("section", { class: "errorbox", "aria-labelledby": "h-err" }, h("h2", { id: "h-err" }, "Error"),
         h("p", {}, h("strong", {}, job.error.title || "Error"), " ", job.error.detail || ""), h("p", { class: "muted small" }, job.error.type || "")) : null,
       h("section", { "aria-labelledby": "h-plan" }, h("h2", { id: "h-plan" }, "Plan"), pre(job.plan)),
       h("section", { "aria-labelledby": "h-res" }, h("h2", { id: "h-res" }, "Result"), pre(job.result)),
-      h("section", { "aria-labelledby": "h-opt" }, h("h2", { id: "h-opt" }, "Options"), pre(job.options)));
+      h("section", { "aria-labelledby": "h-opt" }, h("h2", { id: "h-opt" }, "Options"), pre(job.options))].filter(Boolean));
   }
 
   stop = poll(async () => {

@@ -19,10 +19,10 @@ function growthBar(v) {
   const over = v.growth_bytes > v.free_bytes;
   return h("div", { class: "bar", title: `free ${bytes(v.free_bytes)}, growth ${bytes(v.growth_bytes)}` },
     h("div", { class: "bar-row" }, h("span", { class: "bar-label" }, "free"),
-      h("span", { class: "bar-track" }, h("span", { class: "bar-free", style: `width:${(100 * v.free_bytes) / scale}%` })),
+      h("span", { class: "bar-track" }, h("span", { class: "bar-free", style: { width: `${(100 * v.free_bytes) / scale}%` } })),
       h("span", { class: "bar-value" }, bytes(v.free_bytes))),
     h("div", { class: "bar-row" }, h("span", { class: "bar-label" }, "growth"),
-      h("span", { class: "bar-track" }, h("span", { class: over ? "bar-growth over" : "bar-growth", style: `width:${(100 * v.growth_bytes) / scale}%` })),
+      h("span", { class: "bar-track" }, h("span", { class: over ? "bar-growth over" : "bar-growth", style: { width: `${(100 * v.growth_bytes) / scale}%` } })),
       h("span", { class: "bar-value" }, bytes(v.growth_bytes))));
 }
 
