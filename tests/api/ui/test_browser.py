@@ -165,3 +165,36 @@ def test_no_data_without_a_valid_token(page, dash) -> None:  # type: ignore[no-u
     # The only console error is the browser's own line about the refused request.
     assert all("401" in e for e in page.watch.errors), page.watch.errors
     only_local(page, url)
+
+
+def test_plot_projects_to_the_reserve(page, dash) -> None:  # type: ignore[no-untyped-def]
+    """The real volume's record with half an hour of falling history put in (the scans of
+    a test last seconds; the history keeps one sample a minute): the projection runs from
+    the last sample to the reserve at the right edge, the ceiling sits at free - growth."""
+    import json
+    import time
+    url = dash.url
+    vol = http("GET", f"{url}/v1/volumes/{dash.volume_id}")[1]
+    now, mib = time.time(), 1 << 20
+    free = vol["free_bytes"]
+    vol["history"] = [{"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60 * k)),
+                       "free_bytes": free + k * mib, "disk_bytes": vol["disk_bytes"],
+                       "growth_bytes": vol["growth_bytes"]} for k in range(30, -1, -1)]
+    vol["rate_bytes_per_second"] = -mib / 60
+    vol["seconds_to_full"] = (free - vol["reserve_bytes"]) / (mib / 60)
+    page.route(f"{url}/v1/volumes/{dash.volume_id}",
+               lambda r: r.fulfill(status=200, content_type="application/json",
+                                   body=json.dumps(vol)))
+    sign_in(page, url, path=f"/ui/volumes/{dash.volume_id}")
+    proj = page.locator("svg.plot line.projection")
+    proj.wait_for(state="attached")
+    reserve = page.locator("svg.plot line.reserve")
+    assert float(proj.get_attribute("y2")) == pytest.approx(float(reserve.get_attribute("y1")))
+    assert float(proj.get_attribute("x2")) == pytest.approx(float(reserve.get_attribute("x2")))
+    assert page.locator("svg.plot circle.dot").count() == 31
+    ceiling = page.locator("svg.plot line.ceiling")
+    assert float(ceiling.get_attribute("y1")) > float(reserve.get_attribute("y1"))  # below
+    assert "reserve reached in" in page.locator("svg.plot").inner_html()
+    shot(page, "volume-projection")
+    assert page.watch.errors == []
+    only_local(page, url)

@@ -40,7 +40,7 @@ export function freeSpacePlot(vol) {
     s("title", {}, "Free space over time"),
     ...grid,
     s("line", { x1: L, x2: W - R, y1: y(reserve), y2: y(reserve), class: "reserve" }),
-    s("text", { x: W - R - 4, y: y(reserve) - 5, class: "label reserve-label", "text-anchor": "end" }, `reserve ${bytes(reserve)}`),
+    s("text", { x: L + 6, y: y(reserve) - 5, class: "label reserve-label" }, `reserve ${bytes(reserve)}`),
     s("line", { x1: L, x2: W - R, y1: y(ceiling), y2: y(ceiling), class: "ceiling" }),
     s("text", { x: L + 6, y: y(ceiling) + (ceiling < reserve ? 14 : -5), class: "label ceiling-label" }, `growth ceiling: ${bytes(ceiling)} free if every disk grows fully`),
     s("path", { d: line, class: "free" }),
