@@ -99,6 +99,8 @@ def test_scan_job_runs_beside_a_busy_pool(stack, volume) -> None:  # type: ignor
     assert code in (201, 202), busy
     wait_for(lambda: http("GET", f"{url}/v1/jobs/{busy['id']}")[1]["state"] == "running",
              30, what="the merge to run")
+    # VHDMEND_SCAN_INTERVAL=0: no scheduled scan has stored anything.
+    assert http("GET", f"{url}/v1/volumes")[1]["items"] == []
     code, job, _ = http("POST", f"{url}/v1/jobs", {
         "type": "scan", "host": "h1", "root": "vms", "path": "."})
     assert code in (201, 202), job
@@ -108,4 +110,6 @@ def test_scan_job_runs_beside_a_busy_pool(stack, volume) -> None:  # type: ignor
     assert http("GET", f"{url}/v1/jobs/{busy['id']}")[1]["state"] == "running"
     (v,) = done["result"]["volumes"]
     assert v["risk"] == "warning" and v["roots"] == ["vms"]
+    (listed,) = http("GET", f"{url}/v1/volumes")[1]["items"]
+    assert listed["id"] == v["id"] and listed["free_bytes"] == v["free_bytes"]
     http("POST", f"{url}/v1/jobs/{busy['id']}/cancel")
