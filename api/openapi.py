@@ -92,7 +92,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 op["responses"]["403"] = problem
             for status, (desc, schema) in meta["responses"].items():
                 resp: dict[str, Any] = {"description": desc}
-                if schema is not None:
+                if status >= 400:
+                    # Every error body is a problem document (409s and 503s included).
+                    resp["content"] = problem["content"]
+                elif schema is not None:
                     resp["content"] = {meta["media"]: {"schema": ref(schema)}}
                 elif meta["media"] != "application/json":
                     resp["content"] = {meta["media"]: {"schema": {"type": "string"}}}

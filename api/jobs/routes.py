@@ -25,7 +25,7 @@ from api.jobs.schemas import (
     StreamQuerySchema,
 )
 from api.openapi import operation
-from service import hosts, states
+from service import callbacks, hosts, states
 from service.errors import Conflict, NotFound, UnknownRoot
 from service.job import Job, new_job, public_json
 from service.store import JobStore
@@ -52,16 +52,36 @@ def dispatch(job: Job) -> None:
                     job.id, e)
 
 
+#: Deepest nesting a body may have (ours is 4 deep); checked before marshmallow recurses.
+MAX_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counted without recursion up to ``limit`` + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for x in level if isinstance(x, (dict, list))
+                 for v in (x.values() if isinstance(x, dict) else x)]
+    return depth if not level else limit + 1
+
+
 def json_body(required: bool = True) -> dict[str, Any]:
-    """The request's JSON object, or a 422 problem."""
+    """The request's JSON object, or a 422 problem (never a RecursionError: D1)."""
     if not request.data and not required:
         return {}
     if not request.is_json:
         raise ValidationError({"_schema": ["send a JSON object with "
                                            "Content-Type: application/json"]})
-    data = request.get_json(silent=True)
+    try:
+        data = json.loads(request.get_data())
+    except (ValueError, RecursionError):
+        raise ValidationError({"_schema": ["the body is not valid JSON (or nests deeper "
+                                           f"than {MAX_DEPTH} levels)"]}) from None
     if not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    if json_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ValidationError({"_schema": [f"the body nests deeper than {MAX_DEPTH} levels"]})
     return data
 
 
@@ -96,6 +116,10 @@ def check_root(host: str, root: str) -> str | None:
 def submit(data: dict[str, Any], idem_key: str | None) -> tuple[Job, bool]:
     """Create (or find, by Idempotency-Key) the job ``data`` describes and nudge it."""
     who = principal().name
+    if data.get("callback"):
+        settings = current_app.config["VHDMEND_SETTINGS"]
+        callbacks.check(data["callback"]["url"], data["callback"]["secret"],
+                        settings.webhook_allow_hosts)
     reason = check_root(data["host"], data["root"])
     job = new_job(data["type"], data["host"], data["root"], data["path"],
                   options=data.get("options"), external_ref=data.get("external_ref"),

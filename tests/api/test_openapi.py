@@ -36,6 +36,13 @@ def fuzz_app():
                       dispatch=lambda job_id, host: None)
 
 
+def documented_unavailable(case, resp) -> bool:
+    """/v1/plan's documented 503 (no live worker of the fuzzed host: issue 8 D10)."""
+    return (case.operation.label == "POST /v1/plan" and resp.status_code == 503
+            and "retry-after" in resp.headers
+            and resp.json()["type"].endswith("/problems/no_live_worker"))
+
+
 def test_schemathesis_finds_no_server_errors(fuzz_app):
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
@@ -52,6 +59,8 @@ def test_schemathesis_finds_no_server_errors(fuzz_app):
         def check(case):
             resp = case.call(headers=auth("admin"))
             calls.append(resp.status_code)
+            if documented_unavailable(case, resp):
+                return
             if resp.status_code >= 500:
                 failures.append((case.operation.label, resp.status_code, resp.text[:300]))
             case.validate_response(resp, checks=[not_a_server_error])
