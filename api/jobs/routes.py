@@ -226,26 +226,53 @@ def job_events(job_id: str) -> Response:
     return jsonify({"items": items, "next": q["start"] + len(items)})
 
 
+#: Milliseconds an SSE client waits before reconnecting (the stream's ``retry:`` field).
+SSE_RETRY_MS = 2000
+
+
+def event_id(job: Job) -> int:
+    """The SSE id of a view of ``job``: its update time in integer microseconds, so ids
+    grow with every change and a reconnecting client's ``Last-Event-ID`` says what it saw."""
+    return round(job.updated_at * 1_000_000)
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return -1
+    if not raw.isdigit() or len(raw) > 20:
+        raise ValidationError({"Last-Event-ID": ["an id this stream sent (an integer)"]})
+    return int(raw)
+
+
 @bp.get("/<job_id>/stream")
 @requires("jobs:read")
 @operation("Server-sent events: the job on every change until it finishes", tags=("jobs",),
            query=StreamQuerySchema, media="text/event-stream",
-           responses={200: ("An SSE stream", None)})
+           headers={"Last-Event-ID": "resume after this event id (no event repeats)"},
+           responses={200: ("An SSE stream (text/event-stream): first `retry: 2000`, then "
+                            "per change `event: job`, `id: <integer, increasing>` and "
+                            "`data: <the job as JSON>`; it ends after a finished state. "
+                            "Reconnect with `Last-Event-ID` to resume.", None)})
 def job_stream(job_id: str) -> Response:
     q = StreamQuerySchema().load(request.args.to_dict())
+    after = _last_event_id()
     s = store()
     first = s.get(valid_id(job_id))
     interval: float = q["interval"]
 
     def events() -> Iterator[str]:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
         last = None
+        seen = after
         job: Job | None = first
         while job is not None:
             view = JobSchema().dump(job.to_public())
             key = (view["state"], view.get("progress"), view.get("phase"))
-            if key != last:
-                last = key
-                yield f"event: job\nid: {job.updated_at}\ndata: {json.dumps(view)}\n\n"
+            eid = event_id(job)
+            if key != last and eid > seen:
+                last, seen = key, eid
+                yield f"event: job\nid: {eid}\ndata: {json.dumps(view)}\n\n"
             if job.terminal:
                 return
             time.sleep(interval)

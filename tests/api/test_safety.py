@@ -95,3 +95,47 @@ def test_valid_whsec_secret_is_accepted(client):
         "url": "https://tickets.example/hook",
         "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}), headers=auth())
     assert resp.status_code == 202
+
+
+def test_hosts_show_no_machine_names_or_pids(client, store, tmp_path):
+    import os
+    import socket
+
+    from service.hosts import worker_id
+    wid = worker_id("h1")
+    registry.register(store, "h1", wid, {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    text = client.get("/v1/hosts", headers=auth()).get_data(as_text=True)
+    assert wid in text and f"@{socket.gethostname()}" not in text
+    assert f'"{socket.gethostname()}"' not in text
+    assert f":{os.getpid()}" not in text and '"pid"' not in text
+    assert worker_id("h1") == wid and worker_id("h1", pid=os.getpid() + 1) != wid
+    assert wid.startswith("w_") and len(wid) == 18
+
+
+def _sse(text: str) -> list[dict[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields:
+            out.append(fields)
+    return out
+
+
+def test_stream_has_integer_ids_retry_and_resumes_after_last_event_id(client, store):
+    job = client.post("/v1/jobs", json=job_body(), headers=auth()).json
+    store.transition(job["id"], ["queued"], "cancelled")
+    first = _sse(client.get(f"/v1/jobs/{job['id']}/stream", headers=auth())
+                 .get_data(as_text=True))
+    assert first[0] == {"retry": "2000"}
+    jobs = [e for e in first if e.get("event") == "job"]
+    assert jobs and all(e["id"].isdigit() for e in jobs)
+    last = jobs[-1]["id"]
+    again = client.get(f"/v1/jobs/{job['id']}/stream",
+                       headers={**auth(), "Last-Event-ID": last}).get_data(as_text=True)
+    assert [e for e in _sse(again) if e.get("event") == "job"] == []  # nothing repeats
+    older = client.get(f"/v1/jobs/{job['id']}/stream",
+                       headers={**auth(), "Last-Event-ID": str(int(last) - 1)})
+    assert [e["id"] for e in _sse(older.get_data(as_text=True)) if "id" in e] == [last]
+    bad = client.get(f"/v1/jobs/{job['id']}/stream",
+                     headers={**auth(), "Last-Event-ID": "1.5"})
+    assert bad.status_code == 422
