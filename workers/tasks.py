@@ -38,6 +38,8 @@ from service.config import Settings
 from service.errors import LostLease, ServiceError
 from service.job import Job, Position
 from service.kinds.inspect import jsonable
+from service.problems import humane
+from service.public_paths import Relativizer
 from service.store import JobStore
 from vhdlib import journal as vjournal
 from vhdlib.errors import Cancelled, FenceError, OperationInProgressError, VhdlibError
@@ -92,6 +94,8 @@ class JobRun:
         self.store = store
         self.s = settings
         self.token = secrets.token_hex(16)
+        #: Rewrites storage-host paths in what this run stores (HTTP never shows one: D2).
+        self.public = Relativizer(settings.roots, None)
         self.hb: Heartbeat | None = None
         self.lock: ChainLock | None = None
         #: The chain's identity (the base disk's id), once known.
@@ -173,11 +177,13 @@ class JobRun:
         try:
             self.store.transition(self.job_id, None, state,
                                   token=self.token if only_if_owner else None,
-                                  set_fields={"error": error}, delete=["lease_token"])
+                                  set_fields={"error": self.public(humane(error))},
+                                  delete=["lease_token"])
         except LostLease:
             log.warning("job %s: not marking %s: another execution owns it", self.job_id, state)
 
     def _execute(self, job: Job) -> str:
+        self.public = Relativizer(self.s.roots, job.root)
         path = paths.resolve(self.s.roots, job.root, job.path)
         root_real = paths.root_dir(self.s.roots, job.root)
         kind = kinds.get(job.type)
@@ -224,7 +230,8 @@ class JobRun:
             at = Position()
         plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
         self.store.transition(job.id, None, None, token=self.token, set_fields={
-            "fence": held.fence, "lock_key": identity, "plan": plan, "phase": "starting",
+            "fence": held.fence, "lock_key": identity, "plan": self.public(plan),
+            "phase": "starting",
             "checkpoint": Position(engine.journal_path(op), at.phase, at.cursor, at.done,
                                    held.fence)})
         result = engine.run(
@@ -260,7 +267,8 @@ class JobRun:
     def _done(self, *, state: str = "succeeded", **fields: Any) -> None:
         self._unreserve(self.job_id)
         self.store.transition(self.job_id, None, state, token=self.token,
-                              set_fields={**fields, "phase": "done" if state == "succeeded"
+                              set_fields={**self.public(fields), "phase": "done"
+                                          if state == "succeeded"
                                           else None}, delete=["lease_token"])
 
     def _resolve_options(self, job: Job, kind: kinds.JobKind) -> dict[str, Any]:
