@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 from marshmallow import Schema
 
 from api.problems import MEDIA_TYPE, ProblemSchema
+from service.errors import NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,17 +117,36 @@ def openapi_json() -> Response:
     return jsonify(current_app.config["VHDMEND_OPENAPI"])
 
 
+#: The Swagger UI files /docs needs, served from the ``swagger-ui-bundle-v2`` distribution
+#: (Swagger UI 5: OpenAPI 3.1), so the page works without Internet access.
+DOCS_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
+
 _DOCS = """<!doctype html>
 <html><head><meta charset="utf-8"><title>vhdmend API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>Loading the API description from <a href="/openapi.json">/openapi.json</a>
-(the interactive view needs the Swagger UI assets from unpkg.com).</p></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<link rel="icon" href="/docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="ui"><p>Loading the API description from <a href="/openapi.json">/openapi.json</a>.
+</p></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script>if (window.SwaggerUIBundle) { SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"}); }
 </script></body></html>
 """
 
 
+def assets_dir() -> str:
+    """The folder of the packaged Swagger UI files."""
+    import swagger_ui_bundle
+    return str(swagger_ui_bundle.swagger_ui_path)
+
+
 @bp.get("/docs")
 def docs() -> Response:
     return Response(_DOCS, mimetype="text/html")
+
+
+@bp.get("/docs/assets/<name>")
+def docs_asset(name: str) -> Response:
+    """A Swagger UI file from the installed package (only the ones the page uses)."""
+    if name not in DOCS_ASSETS:
+        raise NotFound(f"no documentation asset {name!r}")
+    return send_from_directory(assets_dir(), name, max_age=86400)

@@ -67,3 +67,37 @@ def test_schemathesis_finds_no_server_errors(fuzz_app):
         check()
     assert not failures
     assert len(calls) > 100 and any(c < 300 for c in calls) and any(c == 422 for c in calls)
+
+
+def test_docs_work_offline_from_the_packaged_swagger_ui(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert "https://" not in page and "//unpkg" not in page and "cdn" not in page.lower()
+    import re
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page)
+    assert len(assets) == 3
+    for url in assets:
+        with client.get(url) as resp:
+            assert resp.status_code == 200 and len(resp.data) > 500, url
+    with client.get("/docs/assets/swagger-ui-bundle.js") as resp:
+        assert "SwaggerUIBundle" in resp.get_data(as_text=True)
+    assert client.get("/docs/assets/index.html").status_code == 404
+    assert client.get("/docs/assets/..%2Fopenapi.py").status_code == 404
+
+
+def test_error_health_and_stream_bodies_are_documented(client):
+    doc = client.get("/openapi.json").json
+    paths = doc["paths"]
+    conflict = paths["/v1/jobs/{job_id}/cancel"]["post"]["responses"]["409"]
+    assert conflict["content"]["application/problem+json"]["schema"]["$ref"].endswith(
+        "/Problem")
+    for path in ("/healthz", "/readyz"):
+        ok = paths[path]["get"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"]["$ref"].endswith("/Health")
+    ready_503 = paths["/readyz"]["get"]["responses"]["503"]["content"]
+    assert "application/problem+json" in ready_503
+    stream = paths["/v1/jobs/{job_id}/stream"]["get"]["responses"]["200"]
+    assert list(stream["content"]) == ["text/event-stream"]
+    assert "Last-Event-ID" in stream["description"]
+    problem = doc["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status"}
+    assert problem.get("additionalProperties") is False
