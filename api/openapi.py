@@ -27,12 +27,14 @@ def operation(summary: str, *, body: type[Schema] | None = None,
               query: type[Schema] | None = None,
               responses: dict[int, tuple[str, type[Schema] | None]] | None = None,
               tags: tuple[str, ...] = (), headers: dict[str, str] | None = None,
-              media: str = "application/json") -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a view function."""
+              media: str = "application/json",
+              links: dict[int, tuple[str, ...]] | None = None) -> Callable[[F], F]:
+    """Attach OpenAPI metadata to a view function. ``links``: status -> operationIds that
+    take the response's job ``id`` as ``job_id`` (OpenAPI links: stateful clients)."""
     def wrap(view: F) -> F:
         view._openapi = {"summary": summary, "body": body,  # type: ignore[attr-defined]
                          "query": query, "responses": responses or {}, "tags": tags,
-                         "headers": headers or {}, "media": media}
+                         "headers": headers or {}, "media": media, "links": links or {}}
         return view
     return wrap
 
@@ -101,6 +103,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 elif meta["media"] != "application/json":
                     resp["content"] = {meta["media"]: {"schema": {"type": "string"}}}
                 op["responses"][str(status)] = resp
+            if meta.get("links"):
+                for status, targets in meta["links"].items():
+                    op["responses"][str(status)]["links"] = {
+                        target: {"operationId": target,
+                                 "parameters": {"job_id": "$response.body#/id"}}
+                        for target in targets}
             op["responses"]["default"] = problem
             if meta["body"] is not None or meta["query"] is not None:
                 op["responses"]["422"] = problem

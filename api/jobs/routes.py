@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
+#: The operations on one job (OpenAPI links from a created job to them).
+JOB_OPERATIONS = ("jobs_get_job", "jobs_cancel_job", "jobs_pause_job", "jobs_resume_job",
+                  "jobs_job_events")  # not the stream: it lasts until the job ends
+
 #: Seconds a client should wait before polling a new job.
 RETRY_AFTER = "2"
 
@@ -141,7 +145,8 @@ def submit(data: dict[str, Any], idem_key: str | None) -> tuple[Job, bool]:
 @requires("jobs:write")
 @operation("Submit a job", body=JobCreateSchema, tags=("jobs",),
            responses={202: ("Accepted; poll the Location", JobSchema)},
-           headers={"Idempotency-Key": "same key and body: the same job; other body: 422"})
+           headers={"Idempotency-Key": "same key and body: the same job; other body: 422"},
+           links={202: JOB_OPERATIONS})
 def create_job() -> Response:
     idem_key = request.headers.get("Idempotency-Key")
     if idem_key is not None and not (0 < len(idem_key) <= 255):
@@ -253,13 +258,16 @@ def _last_event_id() -> int:
            responses={200: ("An SSE stream (text/event-stream): first `retry: 2000`, then "
                             "per change `event: job`, `id: <integer, increasing>` and "
                             "`data: <the job as JSON>`; it ends after a finished state. "
-                            "Reconnect with `Last-Event-ID` to resume.", None)})
+                            "Reconnect with `Last-Event-ID` to resume. The schema is each "
+                            "event's data.", JobSchema)})
 def job_stream(job_id: str) -> Response:
     q = StreamQuerySchema().load(request.args.to_dict())
     after = _last_event_id()
     s = store()
     first = s.get(valid_id(job_id))
     interval: float = q["interval"]
+    # A stream ends after this long; the client reconnects with Last-Event-ID (no repeat).
+    until = time.monotonic() + float(current_app.config.get("VHDMEND_STREAM_MAX_SECONDS", 300))
 
     def events() -> Iterator[str]:
         yield f"retry: {SSE_RETRY_MS}\n\n"
@@ -273,7 +281,7 @@ def job_stream(job_id: str) -> Response:
             if key != last and eid > seen:
                 last, seen = key, eid
                 yield f"event: job\nid: {eid}\ndata: {json.dumps(view)}\n\n"
-            if job.terminal:
+            if job.terminal or time.monotonic() >= until:
                 return
             time.sleep(interval)
             try:
