@@ -270,8 +270,8 @@ def job_stream(job_id: str) -> Response:
     until = time.monotonic() + float(current_app.config.get("VHDMEND_STREAM_MAX_SECONDS", 300))
 
     def events() -> Iterator[str]:
-        yield f"retry: {SSE_RETRY_MS}\n\n"
-        last = None
+        retry = f"retry: {SSE_RETRY_MS}\n"  # with the first event (an event without data
+        last = None                           # would be one that violates its schema)
         seen = after
         job: Job | None = first
         while job is not None:
@@ -280,7 +280,8 @@ def job_stream(job_id: str) -> Response:
             eid = event_id(job)
             if key != last and eid > seen:
                 last, seen = key, eid
-                yield f"event: job\nid: {eid}\ndata: {json.dumps(view)}\n\n"
+                yield f"{retry}event: job\nid: {eid}\ndata: {json.dumps(view)}\n\n"
+                retry = ""
             if job.terminal or time.monotonic() >= until:
                 return
             time.sleep(interval)

@@ -126,7 +126,7 @@ def test_stream_has_integer_ids_retry_and_resumes_after_last_event_id(client, st
     store.transition(job["id"], ["queued"], "cancelled")
     first = _sse(client.get(f"/v1/jobs/{job['id']}/stream", headers=auth())
                  .get_data(as_text=True))
-    assert first[0] == {"retry": "2000"}
+    assert first[0]["retry"] == "2000"
     jobs = [e for e in first if e.get("event") == "job"]
     assert jobs and all(e["id"].isdigit() for e in jobs)
     last = jobs[-1]["id"]
