@@ -230,8 +230,30 @@ def _roots_env(specs: list[str]) -> str:
                     for s in specs)
 
 
+#: Import names of the ``service`` extra (pyproject.toml) the server commands need.
+SERVICE_MODULES = ("flask", "werkzeug", "marshmallow", "apispec", "celery", "kombu", "redis",
+                   "ulid")
+
+
+def require_service_extra() -> None:
+    """Refuse (exit 2, a clear message) when the ``service`` extra is not installed."""
+    import importlib
+
+    from vhdlib.errors import UsageError
+    missing = []
+    for name in SERVICE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UsageError("the service commands need the service extra: "
+                         "pip install 'vhdmend[service]' (missing: " + ", ".join(missing) + ")")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API: gunicorn (threads) in production, Werkzeug with ``--dev``."""
+    require_service_extra()
     if not args.dev and shutil.which("gunicorn"):
         argv = ["gunicorn", "--bind", args.bind, "--workers", str(args.workers),
                 "--threads", str(args.threads), "--worker-class", "gthread",
@@ -245,6 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run this host's Celery worker on its own queue."""
+    require_service_extra()
     os.environ["VHDMEND_HOST"] = args.worker_host
     os.environ["VHDMEND_ROOTS"] = _roots_env(args.root)
     from service.hosts import queue_for
@@ -292,6 +315,7 @@ def start_redis(state_dir: str, port: int) -> subprocess.Popen[bytes]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Redis + one worker + the API on one machine; Ctrl-C stops everything."""
+    require_service_extra()
     state_dir = args.state_dir or os.path.join(os.path.expanduser("~"), ".local", "state",
                                                "vhdmend")
     os.makedirs(state_dir, exist_ok=True)
