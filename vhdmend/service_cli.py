@@ -1,5 +1,5 @@
 """Service commands of the ``vhdmend`` CLI: ``up``, ``serve``, ``worker``, ``submit``,
-``status``, ``watch`` (and ``volumes``, :mod:`vhdmend.volumes_cli`).
+``status``, ``watch`` (``volumes`` is :mod:`vhdmend.volumes_cli`, registered beside them).
 
 Flask, Celery and Redis are imported inside the handlers only, so ``vhdmend info`` never
 pays for them. Client commands talk HTTP with the standard library.
@@ -28,6 +28,13 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 69, 130
 
 
+def client_args(p: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--token`` of every command that talks to the API."""
+    p.add_argument("--url", default=os.environ.get("VHDMEND_URL", DEFAULT_URL))
+    p.add_argument("--token", default=os.environ.get("VHDMEND_API_TOKEN"),
+                   help="bearer token (default $VHDMEND_API_TOKEN)")
+
+
 def add_commands(sub: Any) -> None:
     """Register the service commands on the CLI's subparsers."""
     p = sub.add_parser("up", help="single machine: Redis, the API and one worker")
@@ -54,11 +61,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--pool", default=None, help="Celery pool (default prefork; solo on Windows)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
-
-    def client_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--url", default=os.environ.get("VHDMEND_URL", DEFAULT_URL))
-        p.add_argument("--token", default=os.environ.get("VHDMEND_API_TOKEN"),
-                       help="bearer token (default $VHDMEND_API_TOKEN)")
 
     p = sub.add_parser("submit", help="submit a job over HTTP")
     p.add_argument("type", choices=["inspect", "plan", "merge", "compact", "convert",
@@ -94,9 +96,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=0.5)
     client_args(p)
     p.set_defaults(func=cmd_watch)
-
-    from vhdmend import volumes_cli
-    volumes_cli.add_command(sub, client_args)
 
 
 # --- HTTP client -------------------------------------------------------------------------
