@@ -37,6 +37,7 @@ Layout (as Hyper-V does, see dissect dynamic.vhd and dfvfs fat-differential.vhd)
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import posixpath
 import uuid as uuid_mod
@@ -412,7 +413,7 @@ class VhdLayer(Layer):
         if self.disk_type is not DiskType.DIFFERENCING or self.header is None:
             return None
         return ParentLink(self.header.parent_unique_id, list(self._locator_paths),
-                          os.path.dirname(os.path.abspath(self.path)), (".vhd", ".avhd"))
+                          os.path.dirname(os.path.abspath(self.path)))
 
     def structure_checksum(self) -> str:
         """Footer checksum (and dynamic header checksum) as hex."""
@@ -801,6 +802,11 @@ class VhdLayer(Layer):
             self.footer_copy = f
             done.append("rewrote the footer copy at offset 0")
         return done
+
+    def renew_link_id(self, seed: bytes) -> None:
+        """After a merge: a new footer Unique Id derived from ``seed``."""
+        self.set_unique_id(UUID(bytes=hashlib.sha256(b"merged" + seed).digest()[:16],
+                                version=4))
 
     def set_unique_id(self, unique_id: UUID) -> None:
         """Give the disk a new identity (footer Unique Id, both copies; VHD spec "Unique Id").

@@ -117,6 +117,11 @@ class VhdxLayer(Layer):
         ov.patch(file_offset, buf)
 
     @property
+    def reads_file_bytes(self) -> bool:
+        """False while a dirty log is replayed in memory (read-only open)."""
+        return self._overlay is None
+
+    @property
     def _size(self) -> int:
         """File size as the reader sees it (after an in-memory replay)."""
         real = os.fstat(self._fd).st_size
@@ -429,8 +434,8 @@ class VhdxLayer(Layer):
                 continue
             for p in _windows_candidates(value, folder, relative=(key == "relative_path")):
                 cands.append((key, p))
-        return ParentLink(link, cands, folder, (".vhdx", ".avhdx"),
-                          (alt,) if alt is not None and alt != S.ZERO_GUID else ())
+        return ParentLink(link, cands, folder,
+                          alternate_ids=(alt,) if alt is not None and alt != S.ZERO_GUID else ())
 
     # --- reading ----------------------------------------------------------------------
 
@@ -599,6 +604,15 @@ class VhdxLayer(Layer):
         elif data and not self._data_changed:
             self._write_headers(data_write_guid=self._new_guid())
             self._data_changed = True
+
+    def keep_link_id(self) -> None:
+        self.keep_data_write_guid()
+
+    def renew_link_id(self, seed: bytes) -> None:
+        self.finalize(seed)  # a new DataWriteGuid (MS-VHDX 2.2.2)
+
+    def seal(self, seed: bytes, *, keep_link_id: bool = False) -> None:
+        self.finalize(seed, keep_data_write_guid=keep_link_id)
 
     def keep_data_write_guid(self) -> None:
         """Write data in this open without renewing DataWriteGuid (MS-VHDX 2.2.2).

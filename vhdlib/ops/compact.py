@@ -113,11 +113,9 @@ class CompactOperation(Operation):
         if self.layer is None:
             self.layer = open_layer(self.state["options"]["path"], writable=True,
                                     fmt=self.state["format"])
-            keep = getattr(self.layer, "keep_data_write_guid", None)
-            if keep is not None:
-                # Compaction changes where blocks live, not what the disk reads: children
-                # linked to this disk's id must keep resolving to it.
-                keep()
+            # Compaction changes where blocks live, not what the disk reads: children
+            # linked to this disk's id must keep resolving to it.
+            self.layer.keep_link_id()
             self.store = self.layer.block_store()
 
     def flush_files(self) -> None:
@@ -167,9 +165,7 @@ class CompactOperation(Operation):
         else:
             store.truncate_after(int(self.state["new_end"]))
             assert self.layer is not None
-            finalize = getattr(self.layer, "finalize", None)
-            if finalize is not None:
-                finalize(bytes.fromhex(self.state["seed"]), keep_data_write_guid=True)
+            self.layer.seal(bytes.fromhex(self.state["seed"]), keep_link_id=True)
             self.next_phase()
 
     def result(self) -> dict[str, Any]:

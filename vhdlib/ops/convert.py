@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from vhdlib import journal
+from vhdlib import formats, journal
 from vhdlib.chain import Disk, check_sizes
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
@@ -50,11 +50,11 @@ class CopyOperation(Operation):
                       ) -> tuple[dict[str, Any], output.OutputSpec]:
         """The checkpoint and output spec of a copy of the open ``disk`` to ``dest``."""
         check_sizes(disk)
-        fmt = options.get("format") or disk.top.format
+        fmt = formats.get(options.get("format") or formats.output_default(disk.top.format))
         spec = output.OutputSpec(
-            fmt=fmt, type=options.get("type") or "fixed",
+            fmt=fmt.name, type=options.get("type") or "fixed",
             virtual_size=disk.virtual_size,
-            block_size=int(options.get("block_size") or output.DEFAULT_BLOCK[fmt]),
+            block_size=int(options.get("block_size") or fmt.default_block_size),
             logical_sector_size=disk.logical_sector_size,
             # Explicit ids make the output reproducible (two runs, same bytes).
             uuid=str(options.get("uuid") or uuid.uuid4()),
@@ -208,7 +208,7 @@ class CopyOperation(Operation):
         verified = int(self.state.get("verified", 0))
         copied = int(self.state["cursor"])
         spec = self.spec
-        if spec.type != "fixed" or spec.fmt not in ("vhd", "raw"):
+        if spec.type != "fixed" or not spec.format.verify_behind:
             copied = verified  # nothing to do in the background
         digests = self.state["digests"]
         return BackgroundVerifier(
@@ -254,9 +254,7 @@ class CopyOperation(Operation):
 
     def _finalize(self) -> None:
         with open_layer(self.state["partial"], writable=True, fmt=self.spec.fmt) as layer:
-            finalize = getattr(layer, "finalize", None)
-            if finalize is not None:
-                finalize(uuid.UUID(self.spec.uuid).bytes)
+            layer.seal(uuid.UUID(self.spec.uuid).bytes)
             layer.flush()
         self.next_phase()
 
@@ -296,7 +294,7 @@ class ConvertOperation(CopyOperation):
             raise UsageError("destination exists; refusing to overwrite it", path=dest)
         if not os.path.isdir(os.path.dirname(dest)):
             raise UsageError("destination folder does not exist", path=dest)
-        fmt = format or _format_from_suffix(dest)
+        fmt = format or formats.name_from_suffix(dest)
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
                    "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
@@ -319,14 +317,3 @@ class ConvertOperation(CopyOperation):
     def result(self) -> dict[str, Any]:
         dest = self.state["destination"]
         return {"output": dest, "file_size": os.path.getsize(dest)}
-
-
-def _format_from_suffix(path: str) -> str | None:
-    low = path.lower()
-    if low.endswith((".vhdx", ".avhdx")):
-        return "vhdx"
-    if low.endswith((".vhd", ".avhd")):
-        return "vhd"
-    if low.endswith((".raw", ".img", ".bin")):
-        return "raw"
-    return None

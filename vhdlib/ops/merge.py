@@ -9,13 +9,12 @@ differencing disk depends on a disk that would change (``force`` overrides).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-import uuid
 from typing import Any, ClassVar
 
+from vhdlib import formats
 from vhdlib.chain import Disk, check_sizes
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import (
@@ -35,18 +34,21 @@ from vhdlib.plan import Plan
 log = logging.getLogger(__name__)
 
 UNIT = 8 << 20
-SUFFIXES = (".vhd", ".avhd", ".vhdx", ".avhdx")
 _ZERO = bytes(UNIT)
 _ZERO_VIEW = memoryview(_ZERO)
 
 
 def find_dependents(folders: set[str], ids: set[str], chain: set[str]) -> list[str]:
-    """Differencing disks in ``folders`` outside ``chain`` whose parent id is in ``ids``."""
+    """Differencing disks in ``folders`` outside ``chain`` whose parent id is in ``ids``.
+
+    Every file with a suffix of a registered format is looked at (a child of any format
+    may link to a disk that changes)."""
+    suffixes = formats.all_suffixes()
     found: list[str] = []
     for folder in sorted(folders):
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
-            if not name.lower().endswith(SUFFIXES) or not os.path.isfile(path):
+            if not name.lower().endswith(suffixes) or not os.path.isfile(path):
                 continue
             if os.path.realpath(path) in chain:
                 continue
@@ -178,11 +180,9 @@ class MergeOperation(Operation):
                 f"the ancestor's id changed since the merge started: "
                 f"{self.state['ancestor_id']} -> {self.ancestor.link_id}",
                 path=self.ancestor.path)
-        keep = getattr(self.ancestor, "keep_data_write_guid", None)
-        if keep is not None:
-            # The children link to the ancestor's id; keep it until they are retired so
-            # the chain stays readable (and a cancel leaves it reading as before).
-            keep()
+        # The children link to the ancestor's id; keep it until they are retired so the
+        # chain stays readable (and a cancel leaves it reading as before).
+        self.ancestor.keep_link_id()
         for what in self.ancestor.repair():
             log.info("merge %s: resume repair: %s", self.state["id"], what)
 
@@ -266,14 +266,7 @@ class MergeOperation(Operation):
             # The ancestor's content changed: it takes a new identity, derived from the
             # seed so a resumed merge ends bit-identical (idempotent after a kill). The
             # retired children then no longer resolve to it: never left looking valid.
-            seed = bytes.fromhex(self.state["seed"])
-            finalize = getattr(anc, "finalize", None)
-            set_unique_id = getattr(anc, "set_unique_id", None)
-            if finalize is not None:
-                finalize(seed)  # VHDX: new DataWriteGuid (MS-VHDX 2.2.2)
-            elif set_unique_id is not None:
-                set_unique_id(uuid.UUID(bytes=hashlib.sha256(b"merged" + seed).digest()[:16],
-                                        version=4))
+            anc.renew_link_id(bytes.fromhex(self.state["seed"]))
             anc.flush()
         if not self.state["options"]["delete"]:
             for path in merged:

@@ -14,16 +14,15 @@ import contextlib
 import os
 from typing import Any
 
+from vhdlib import formats
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.ops import retire
-from vhdlib.ops.convert import CopyOperation, _format_from_suffix
+from vhdlib.ops.convert import CopyOperation
 from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import step
 from vhdlib.plan import Plan
 from vhdlib.space import volume_of
-
-SUFFIX = {"vhd": ".vhd", "vhdx": ".vhdx", "raw": ".raw"}
 
 
 class RemediateOperation(CopyOperation):
@@ -53,14 +52,16 @@ class RemediateOperation(CopyOperation):
         with open_disk(newest, lenient=lenient) as disk:
             # The destination depends on the base, known once the chain is open.
             base = os.path.abspath(disk.base.path)
-            fmt = format or (output and _format_from_suffix(output)) or disk.base.format
+            fmt = (format or (output and formats.name_from_suffix(output))
+                   or formats.output_default(disk.base.format))
             if output:
                 dest = os.path.abspath(output)
                 if os.path.exists(dest):
                     raise UsageError("output exists; refusing to overwrite it", path=dest)
             else:
                 stem, _ext = os.path.splitext(base)
-                dest = base if _format_from_suffix(base) == fmt else stem + SUFFIX[fmt]
+                dest = base if formats.name_from_suffix(base) == fmt \
+                    else stem + formats.get(fmt).suffixes[0]
             options["format"] = fmt
             state, spec = cls._prepare_copy(disk, dest, options)
             state["base"] = base

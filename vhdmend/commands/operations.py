@@ -11,6 +11,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from vhdlib import formats
 from vhdmend.commands.common import add_lenient, add_plan, add_retire, common_parent
 from vhdmend.output import emit_json, note, print_mapping, print_plan
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("src", help="source disk (for a chain: the newest file)")
     p.add_argument("dst", help="the new file (must not exist)")
     p.add_argument("--type", choices=TYPES, default="fixed", help="output type (default fixed)")
-    p.add_argument("--format", choices=("vhd", "vhdx", "raw"),
+    p.add_argument("--format", choices=formats.writable_names(),
                    help="output format (default: from DST's suffix, else vhd)")
     add_output_options(p)
     add_lenient(p)
@@ -73,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("newest", help="the newest file of the chain (the running checkpoint)")
     p.add_argument("--output", metavar="PATH", help="write the result here; leave the chain")
     p.add_argument("--type", choices=TYPES, default="fixed", help="result type (default fixed)")
-    p.add_argument("--format", choices=("vhd", "vhdx"),
+    p.add_argument("--format", choices=formats.writable_names(),
                    help="result format (default: --output's suffix, else the base's format)")
     p.add_argument("--force", action="store_true",
                    help="go ahead when other differencing disks depend on a disk of the chain "
