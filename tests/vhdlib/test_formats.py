@@ -182,11 +182,22 @@ def test_writable_it_is_offered_and_written(tmp_path: Path) -> None:
         ops.prepare("convert", str(src), str(out)).run()
         with vhdlib.open(out) as disk:
             assert disk.top.format == "tiny" and disk.read(0, len(DATA)) == DATA
+        # The API's options schema (and so its OpenAPI enum) offers it too.
+        from api.jobs.schemas import load_options
+        assert load_options("remediate", {"format": "tiny"}) == {"format": "tiny"}
         # Only what it declares: no dynamic tiny disks.
         with pytest.raises(UsageError, match="no dynamic"):
             ops.prepare("convert", str(src), str(tmp_path / "d.tiny"), type="dynamic")
     code, out_text, _ = cli("convert", "--help")
     assert code == 0 and "tiny" not in out_text
+
+
+def test_api_refuses_it_while_read_only(tiny) -> None:
+    from marshmallow import ValidationError
+
+    from api.jobs.schemas import load_options
+    with pytest.raises(ValidationError, match="format"):
+        load_options("convert", {"output": "o.tiny", "format": "tiny"})
 
 
 def test_dependents_check_sees_its_children(tmp_path: Path, tiny) -> None:

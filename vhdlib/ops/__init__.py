@@ -12,6 +12,7 @@ from typing import Any
 
 from vhdlib import journal
 from vhdlib.errors import ImageError, UsageError
+from vhdlib.ops import options as declared
 from vhdlib.ops.compact import CompactOperation
 from vhdlib.ops.convert import ConvertOperation
 from vhdlib.ops.merge import MergeOperation
@@ -30,13 +31,24 @@ OPERATIONS: dict[str, type[Operation]] = {
 def prepare(kind: str, path: str, *args: Any, **options: Any) -> Operation:
     """Plan operation ``kind`` on ``path`` without writing anything.
 
-    Options per kind: merge(into, force, archive, delete), compact(), convert(output,
-    type, format, block_size, sparse), remediate(output, type, format, archive, delete).
+    The options of each kind are its class's ``options`` declarations (checked here;
+    ``None`` means not given, and the declared default applies). The option named by the
+    class's ``second`` may also be given positionally (merge ``into``, convert and
+    remediate ``output``).
     """
     cls = OPERATIONS.get(kind)
     if cls is None:
         raise UsageError(f"unknown operation {kind!r}; one of {sorted(OPERATIONS)}")
-    op: Operation = cls.prepare(path, *args, **options)  # type: ignore[attr-defined]
+    if args:
+        if len(args) > 1 or cls.second is None:
+            raise UsageError(f"{kind}: too many positional arguments")
+        if options.get(cls.second) is not None:
+            raise UsageError(f"{kind}: {cls.second} given twice")
+        options[cls.second] = args[0]
+    declared.validate(kind, cls.options, options)
+    values = {o.name: o.default for o in cls.options}
+    values.update({k: v for k, v in options.items() if v is not None})
+    op: Operation = cls.prepare(path, **values)  # type: ignore[attr-defined]
     op.state["plan"] = op.plan.to_dict()
     return op
 

@@ -22,9 +22,14 @@ from vhdlib.errors import UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
 from vhdlib.ops.operation import Operation, seed_of, step
+from vhdlib.ops.options import LENIENT, Option
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
+
+SUBJECT = Option("path", str, help="a dynamic or differencing disk", positional=True,
+                 required=True, form="path")
+OPTIONS = (LENIENT,)
 
 
 def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
@@ -71,6 +76,8 @@ class CompactOperation(Operation):
 
     kind: ClassVar[str] = "compact"
     phases = ("drop", "move", "truncate")
+    subject = SUBJECT
+    options = OPTIONS
 
     def __init__(self, state: dict[str, Any], plan: Plan) -> None:
         super().__init__(state, plan)

@@ -24,12 +24,21 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import output, windows
 from vhdlib.ops.operation import Operation, step
+from vhdlib.ops.options import LENIENT, NEW_DISK, Option
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
 
 PARTIAL = ".vhdmend-partial"
+
+SUBJECT = Option("src", str, help="source disk (for a chain: the newest file)", positional=True,
+                 required=True, form="path")
+OPTIONS = (
+    Option("output", str, None, "the new file (must not exist)", positional=True,
+           required=True, form="path", metavar="dst"),
+    *NEW_DISK, LENIENT,
+)
 
 
 class CopyOperation(Operation):
@@ -279,6 +288,9 @@ class ConvertOperation(CopyOperation):
 
     kind = "convert"
     phases = ("create", "copy", "verify", "finalize", "publish")
+    subject = SUBJECT
+    options = OPTIONS
+    second = "output"
 
     @classmethod
     def prepare(cls, source: str, output: str | None = None, *, type: str = "fixed",

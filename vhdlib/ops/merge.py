@@ -29,6 +29,7 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import retire
 from vhdlib.ops.operation import Operation, seed_of, step
+from vhdlib.ops.options import ARCHIVE, DELETE, LENIENT, Option
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,16 @@ log = logging.getLogger(__name__)
 UNIT = 8 << 20
 _ZERO = bytes(UNIT)
 _ZERO_VIEW = memoryview(_ZERO)
+
+SUBJECT = Option("child", str, help="the differencing disk to merge (newest of what merges)",
+                 positional=True, required=True, form="path")
+OPTIONS = (
+    Option("into", str, None, "ancestor to merge into (default: the parent)", form="path",
+           metavar="ANCESTOR"),
+    Option("force", bool, False, "merge even when other differencing disks depend on a disk "
+           "that changes"),
+    ARCHIVE, DELETE, LENIENT,
+)
 
 
 def find_dependents(folders: set[str], ids: set[str], chain: set[str]) -> list[str]:
@@ -68,6 +79,9 @@ class MergeOperation(Operation):
 
     kind: ClassVar[str] = "merge"
     phases = ("merge", "retire")
+    subject = SUBJECT
+    options = OPTIONS
+    second = "into"
 
     def __init__(self, state: dict[str, Any], plan: Plan) -> None:
         super().__init__(state, plan)

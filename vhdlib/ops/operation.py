@@ -28,6 +28,7 @@ from vhdlib.errors import (
 )
 from vhdlib.formats import open_layer
 from vhdlib.layer import FileIdentity, Layer
+from vhdlib.ops.options import Option
 from vhdlib.plan import Plan, Step
 from vhdlib.progress import (
     CancelCheck,
@@ -88,6 +89,12 @@ class Operation(ABC):
     kind: ClassVar[str]
     #: Phases in order; the last one before ``done`` should be quick and idempotent.
     phases: ClassVar[tuple[str, ...]]
+    #: The file the operation works on (``prepare``'s first argument).
+    subject: ClassVar[Option]
+    #: Its options, declared once (:mod:`vhdlib.ops.options`).
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: The option ``prepare`` also takes as its second positional argument.
+    second: ClassVar[str | None] = None
 
     def __init__(self, state: dict[str, Any], plan: Plan) -> None:
         self.state = state

@@ -21,8 +21,21 @@ from vhdlib.ops import retire
 from vhdlib.ops.convert import CopyOperation
 from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import step
+from vhdlib.ops.options import ARCHIVE, DELETE, LENIENT, NEW_DISK, Option
 from vhdlib.plan import Plan
 from vhdlib.space import volume_of
+
+SUBJECT = Option("newest", str, help="the newest file of the chain (the running checkpoint)",
+                 positional=True, required=True, form="path")
+OPTIONS = (
+    Option("output", str, None, "write the result here; leave the chain", form="path",
+           metavar="PATH"),
+    *NEW_DISK,
+    Option("force", bool, False, "go ahead when other differencing disks depend on a disk "
+           "of the chain (they lose their parent; --output leaves the chain in place "
+           "instead)"),
+    ARCHIVE, DELETE, LENIENT,
+)
 
 
 class RemediateOperation(CopyOperation):
@@ -30,6 +43,9 @@ class RemediateOperation(CopyOperation):
 
     kind = "remediate"
     phases = ("create", "copy", "verify", "finalize", "swap", "retire")
+    subject = SUBJECT
+    options = OPTIONS
+    second = "output"
 
     @classmethod
     def prepare(cls, newest: str, output: str | None = None, *, type: str = "fixed",
