@@ -49,7 +49,7 @@ def prepare(kind: str, path: str, *args: Any, **options: Any) -> Operation:
     values = {o.name: o.default for o in cls.options}
     values.update({k: v for k, v in options.items() if v is not None})
     op: Operation = cls.prepare(path, **values)  # type: ignore[attr-defined]
-    op.state["plan"] = op.plan.to_dict()
+    op.update(plan=op.plan.to_dict())
     return op
 
 
@@ -59,12 +59,17 @@ def resume(journal_path: str, *, fence: int | None = None) -> Operation:
     Inputs are checked against their recorded identity when the run continues
     (:class:`~vhdlib.errors.ChangedInputError` names what changed).
     """
-    state = journal.load(journal_path)
-    cls = OPERATIONS.get(str(state.get("operation")))
-    if cls is None or "plan" not in state:
-        raise ImageError(f"journal names an unknown operation {state.get('operation')!r}",
+    saved = journal.load(journal_path)
+    cls = OPERATIONS.get(str(saved.get("operation")))
+    if cls is None or not saved.get("plan"):
+        raise ImageError(f"journal names an unknown operation {saved.get('operation')!r}",
                          path=journal_path)
-    plan_d = state["plan"]
+    try:
+        state = cls.state_type.from_dict(saved)
+    except TypeError as e:  # a required key missing
+        raise ImageError(f"journal lacks part of the operation's state: {e}",
+                         path=journal_path) from e
+    plan_d = saved["plan"]
     plan = Plan(plan_d["operation"], plan_d["target"], plan_d["inputs"], plan_d["outputs"],
                 [Step(s["name"], s["description"], s["read_bytes"], s["write_bytes"],
                       s["irreversible"]) for s in plan_d["steps"]],

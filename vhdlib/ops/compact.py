@@ -23,6 +23,7 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
 from vhdlib.ops.operation import Operation, seed_of, step
 from vhdlib.ops.options import LENIENT, Option
+from vhdlib.ops.state import CompactState
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,16 @@ def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
     return moves, max(ends) if ends else start
 
 
-class CompactOperation(Operation):
+class CompactOperation(Operation[CompactState]):
     """``compact PATH``: in place, resumable."""
 
     kind: ClassVar[str] = "compact"
     phases = ("drop", "move", "truncate")
     subject = SUBJECT
     options = OPTIONS
+    state_type = CompactState
 
-    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+    def __init__(self, state: CompactState, plan: Plan) -> None:
         super().__init__(state, plan)
         self.layer: Layer | None = None
         self.store: BlockStore | None = None
@@ -93,11 +95,11 @@ class CompactOperation(Operation):
             if store is None or layer.disk_type is DiskType.FIXED:
                 raise UsageError("a fixed disk cannot be compacted (convert it to dynamic)",
                                  path=path)
-            state = cls.new_state(cls.kind, path, {"path": os.path.abspath(path),
-                                                   "lenient": lenient})
-            state["format"] = layer.format
-            state["seed"] = seed_of(cls.kind, [layer])
-            state["output"] = {"path": os.path.abspath(path), "uuid": str(layer.link_id)}
+            state = CompactState.fresh(
+                cls.kind, path, {"path": os.path.abspath(path), "lenient": lenient},
+                format=layer.format, seed=seed_of(cls.kind, [layer]),
+                output={"path": os.path.abspath(path), "uuid": str(layer.link_id)})
+
             allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
             plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
                         [os.path.abspath(path)])
@@ -118,8 +120,8 @@ class CompactOperation(Operation):
 
     def open_files(self) -> None:
         if self.layer is None:
-            self.layer = open_layer(self.state["options"]["path"], writable=True,
-                                    fmt=self.state["format"])
+            self.layer = open_layer(self.state.options["path"], writable=True,
+                                    fmt=self.state.format)
             # Compaction changes where blocks live, not what the disk reads: children
             # linked to this disk's id must keep resolving to it.
             self.layer.keep_link_id()
@@ -138,47 +140,46 @@ class CompactOperation(Operation):
     def chunk(self, budget: int, deadline: float) -> None:
         assert self.store is not None
         store = self.store
-        phase = self.state["phase"]
+        phase = self.state.phase
         if phase == "drop":
-            i = int(self.state["cursor"])
+            i = int(self.state.cursor)
             spent = 0
             while i < store.block_count and spent < budget and time.monotonic() < deadline:
                 if store.slot_offset(i) is not None:
                     if store.droppable(i):
                         store.drop(i)
-                        self.state["dropped"] = int(self.state.get("dropped", 0)) + 1
+                        self.update(dropped=int(self.state.dropped) + 1)
                     spent += store.block_size
                     self.add_done(store.block_size)
                 i += 1
-            self.state["cursor"] = i
+            self.update(cursor=i)
             if i >= store.block_count:
                 self.flush_files()
-                moves, end = plan_moves(store)
-                self.state["moves"] = moves
-                self.state["new_end"] = end
+                planned, end = plan_moves(store)
+                self.update(moves=tuple(tuple(m) for m in planned), new_end=end)
                 self.next_phase()
         elif phase == "move":
-            moves = self.state["moves"]
-            k = int(self.state["cursor"])
+            moves = self.state.moves
+            k = int(self.state.cursor)
             spent = 0
             while k < len(moves) and spent < budget and time.monotonic() < deadline:
                 index, _src, dest = moves[k]
                 store.move(index, dest)
                 spent += store.slot_size
                 k += 1
-            self.state["cursor"] = k
+            self.update(cursor=k)
             if k >= len(moves):
                 self.next_phase()
         else:
-            store.truncate_after(int(self.state["new_end"]))
+            store.truncate_after(int(self.state.new_end))
             assert self.layer is not None
-            self.layer.seal(bytes.fromhex(self.state["seed"]), keep_link_id=True)
+            self.layer.seal(bytes.fromhex(self.state.seed), keep_link_id=True)
             self.next_phase()
 
     def result(self) -> dict[str, Any]:
-        path = self.state["options"]["path"]
+        path = self.state.options["path"]
         st = os.stat(path)
         return {"output": path, "file_size": st.st_size, "allocated_bytes": st.st_blocks * 512,
-                "dropped_blocks": int(self.state.get("dropped", 0)),
-                "moved_blocks": len(self.state.get("moves", [])),
+                "dropped_blocks": int(self.state.dropped),
+                "moved_blocks": len(self.state.moves),
                 "file_size_before": self.plan.details.get("file_size")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from typing import Any
 
 from vhdlib import formats
@@ -80,41 +81,41 @@ class RemediateOperation(CopyOperation):
                     else stem + formats.get(fmt).suffixes[0]
             options["format"] = fmt
             state, spec = cls._prepare_copy(disk, dest, options)
-            state["base"] = base
+            state = replace(state, base=base)
             if not output:
-                state["archive_dir"] = options["archive"] or os.path.join(
-                    os.path.dirname(base), f"vhdmend-archive-{state['id'][:8]}")
+                state = replace(state, archive_dir=options["archive"] or os.path.join(
+                    os.path.dirname(base), f"vhdmend-archive-{state.id[:8]}"))
                 # The swap retires every layer: another snapshot branch hanging off one of
                 # them would lose its parent (its locators would find the new disk, another
                 # id). Refused like a merge's dependents; --force overrides.
                 dependents = find_dependents(
-                    {os.path.dirname(p) for p in state["chain"]},
+                    {os.path.dirname(p) for p in state.chain},
                     {str(layer.link_id) for layer in disk.layers},
-                    {os.path.realpath(p) for p in state["chain"]})
+                    {os.path.realpath(p) for p in state.chain})
                 if dependents and not force:
                     raise DependentChildrenError(
                         "other differencing disks depend on disks this remediation retires "
                         "(--output leaves the chain in place; --force to go ahead)",
                         path=base, children=dependents)
-            plan = Plan(cls.kind, dest, list(state["chain"]), [dest])
+            plan = Plan(cls.kind, dest, list(state.chain), [dest])
             op = cls(state, plan)
             op._copy_plan_steps(disk, spec)
             if output:
                 op.plan.steps.append(step("swap", f"rename the result to {dest}"))
             else:
-                arch = state["archive_dir"]
+                arch = state.archive_dir
                 op.plan.steps.append(step(
                     "swap", f"archive the chain in {arch}, then the result takes the name "
                     f"{dest}", irreversible=True))
                 if not retire.same_volume(arch, base):
-                    chain_bytes = sum(os.path.getsize(p) for p in state["chain"])
+                    chain_bytes = sum(os.path.getsize(p) for p in state.chain)
                     op.budget.add(arch, chain_bytes, "copy of the chain into the archive "
                                   "(another volume)")
                 if delete:
                     op.plan.steps.append(step("retire", "delete the archived chain",
                                               irreversible=True))
             op.plan.details["chain_file_bytes"] = sum(
-                os.path.getsize(p) for p in state["chain"])
+                os.path.getsize(p) for p in state.chain)
             op.plan.details["base"] = base
             op.plan.details["volume"] = volume_of(dest).path
             op.plan.space = op.budget.to_list()
@@ -129,54 +130,56 @@ class RemediateOperation(CopyOperation):
             super().later_phase(phase, budget, deadline)
 
     def _swap(self) -> None:
-        dest = self.state["destination"]
-        if self.state["options"].get("output"):
+        dest = self.state.destination
+        if self.state.options.get("output"):
             self.publish(dest)
             self.advance("done")
             return
-        cursor = int(self.state["cursor"])
-        chain: list[str] = self.state["chain"]
-        arch = self.state["archive_dir"]
+        cursor = int(self.state.cursor)
+        chain = self.state.chain
+        arch = self.state.archive_dir
         if cursor == 0:
             # Last look before touching originals: nothing may have changed since the copy.
             self.verify_inputs()
             self.irreversible("swap")
             for path in chain:
                 retire.archive_file(path, arch)
-            self.state["archived"] = [os.path.join(arch, os.path.basename(p)) for p in chain]
-            self.state["cursor"] = cursor = 1
+            cursor = 1
+            self.update(archived=tuple(os.path.join(arch, os.path.basename(p)) for p in chain),
+                        cursor=cursor)
             self.checkpoint()
         if cursor == 1:
             # Atomic: the name switches from the old base to the verified new disk.
             self.publish(dest)
-            self.state["cursor"] = cursor = 2
+            cursor = 2
+            self.update(cursor=cursor)
             self.checkpoint()
         if cursor == 2:
             # The old layers live on in the archive; only the result keeps a name here.
             retire.unlink_durably([p for p in chain if p != dest])
             self.next_phase()
-            if not self.state["options"].get("delete"):
+            if not self.state.options.get("delete"):
                 self.advance("done")
 
     def _retire(self) -> None:
         self.irreversible("retire")
-        retire.unlink_durably(list(self.state.get("archived", [])))
+        retire.unlink_durably(list(self.state.archived))
         with contextlib.suppress(OSError):
-            os.rmdir(self.state["archive_dir"])
+            os.rmdir(self.state.archive_dir)
         self.advance("done")
 
     def cancel(self) -> None:
-        if self.state["phase"] in ("swap", "retire"):
+        if self.state.phase in ("swap", "retire"):
             # Past the point of no return the swap completes; cancel only before it.
             return
         super().cancel()
 
     def result(self) -> dict[str, Any]:
-        dest = self.state["destination"]
+        dest = self.state.destination
         st = os.stat(dest)
         res: dict[str, Any] = {"output": dest, "file_size": st.st_size,
                                "allocated_bytes": st.st_blocks * 512,
                                "chain_file_bytes": self.plan.details.get("chain_file_bytes")}
-        if self.state.get("archive_dir") and not self.state["options"].get("delete"):
-            res["archive"] = self.state["archive_dir"]
+        if self.state.archive_dir and not self.state.options.get("delete"):
+            res["archive"] = self.state.archive_dir
         return res
