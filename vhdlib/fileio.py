@@ -14,6 +14,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TypeGuard
 
 from vhdlib.errors import InsufficientSpaceError, UsageError
 
@@ -143,6 +144,35 @@ def pwritev(fd: int, buffers: Sequence[Buffer], offset: int) -> int:
     return total
 
 
+def is_full_volume(exc: BaseException) -> TypeGuard[OSError]:
+    """True for the errors a full volume or an exhausted quota raises."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_all(fd: int, buffers: Sequence[Buffer], offset: int, *, path: str) -> None:
+    """Write every byte of ``buffers`` at ``offset``, looping over short writes.
+
+    The one place image writes of both formats go through: a full volume becomes
+    :class:`InsufficientSpaceError` naming ``path`` and the offset.
+    """
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        try:
+            # One buffer: a plain pwrite (the syscall crash tests record); more: pwritev.
+            n = pwrite(fd, views[0], offset) if len(views) == 1 else pwritev(fd, views, offset)
+        except OSError as e:
+            if is_full_volume(e):
+                raise InsufficientSpaceError(f"no space left writing at {offset}",
+                                             path=path) from e
+            raise
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
 def allocate(fd: int, offset: int, length: int) -> None:
     """Reserve ``[offset, offset+length)`` on the volume without writing it.
 
@@ -178,7 +208,7 @@ def new_image(path: str, needed: int = 0) -> Iterator[int]:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(path)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_full_volume(exc):
             raise InsufficientSpaceError(f"no space to create the image ({exc.strerror})",
                                          path=path, needed=needed) from exc
         raise

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from vhdlib import fileio, raw, vhd, vhdx
 from vhdlib.errors import ImageError, NotADiskError, UnsupportedError, UsageError
 from vhdlib.layer import DiskType, Layer
-from vhdlib.vhd_structs import VHD_EPOCH
+from vhdlib.vhd.structs import VHD_EPOCH
+from vhdlib.vhdx.structs import MAX_VIRTUAL_SIZE as VHDX_MAX_VIRTUAL_SIZE
 
 VHDX_SIGNATURE = b"vhdxfile"
 VHD_COOKIE = b"conectix"
@@ -184,7 +185,7 @@ def _create_raw(path: str, req: NewDisk) -> Layer:
 
 VHDX = Format("vhdx", "VHDX", (".vhdx",), vhdx.VhdxLayer, child_suffixes=(".avhdx",),
               probe=_probe_vhdx, create=_create_vhdx, default_block_size=32 << 20,
-              max_virtual_size=vhdx.S.MAX_VIRTUAL_SIZE, sector_sizes=(512, 4096),
+              max_virtual_size=VHDX_MAX_VIRTUAL_SIZE, sector_sizes=(512, 4096),
               disk_types=tuple(DiskType))
 VHD = Format("vhd", "VHD", (".vhd",), vhd.VhdLayer, child_suffixes=(".avhd",),
              probe=_probe_vhd, create=_create_vhd, default_block_size=2 << 20,

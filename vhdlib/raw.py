@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from uuid import UUID
 
 from vhdlib import fileio
-from vhdlib.errors import ImageError, InsufficientSpaceError, UsageError
+from vhdlib.errors import ImageError, UsageError
 from vhdlib.extents import Segment, SegmentState
 from vhdlib.layer import DiskType, Layer
 
@@ -48,14 +47,7 @@ class RawLayer(Layer):
         self._require_writable()
         mv = memoryview(data).cast("B")
         list(self.segments(offset, len(mv)))  # validates the range
-        done = 0
-        while done < len(mv):
-            try:
-                done += fileio.pwrite(self._fd, mv[done:], offset + done)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise InsufficientSpaceError("no space left", path=self.path) from e
-                raise
+        fileio.write_all(self._fd, [mv], offset, path=self.path)
 
 
 def create(path: str | os.PathLike[str], size: int, sparse: bool = False) -> RawLayer:

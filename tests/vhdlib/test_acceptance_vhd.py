@@ -19,7 +19,7 @@ from tests.chains import build_chain, file_sha256, read_all
 from vhdlib import journal, ops, vhd
 from vhdlib.errors import ChangedInputError, ParentNotFoundError
 from vhdlib.formats import open_layer
-from vhdlib.vhd_structs import PLATFORM_CODE_W2RU, DynamicHeader, ParentLocator
+from vhdlib.vhd.structs import PLATFORM_CODE_W2RU, DynamicHeader, ParentLocator
 
 MIB = 1 << 20
 IDENTITY_KEYS = {"path", "size", "mtime_ns", "uuid", "checksum"}

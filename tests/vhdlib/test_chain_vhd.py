@@ -13,7 +13,7 @@ import vhdlib
 from vhdlib.errors import ParentMismatchError
 from vhdlib.extents import ExtentKind
 from vhdlib.vhd import create
-from vhdlib.vhd_structs import PLATFORM_CODE_MACX, DynamicHeader, ParentLocator
+from vhdlib.vhd.structs import PLATFORM_CODE_MACX, DynamicHeader, ParentLocator
 
 MIB = 1 << 20
 

@@ -76,3 +76,23 @@ def test_whole_stack_through_the_fallback(tmp_path: Path, monkeypatch: pytest.Mo
     ops.prepare("remediate", str(chain.newest), type="dynamic", delete=True).run()
     # Then the result is exact
     assert read_all(chain.base) == chain.ref
+
+
+def test_write_all_loops_and_translates_a_full_volume(tmp_path: Path) -> None:
+    from vhdlib.errors import InsufficientSpaceError
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fileio.write_all(fd, [b"ab", bytearray(b"cd"), memoryview(b"ef")], 10, path=str(path))
+        assert os.pread(fd, 6, 10) == b"abcdef" and os.fstat(fd).st_size == 16
+    finally:
+        os.close(fd)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with pytest.raises(InsufficientSpaceError, match="no space left writing at 0"):
+            fileio.write_all(full, [b"x" * 512], 0, path="/dev/full")
+    finally:
+        os.close(full)

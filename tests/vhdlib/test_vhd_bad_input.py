@@ -21,7 +21,7 @@ from vhdlib.errors import (
 )
 from vhdlib.formats import open_layer
 from vhdlib.vhd import VhdLayer, create
-from vhdlib.vhd_structs import DynamicHeader, Footer
+from vhdlib.vhd.structs import DynamicHeader, Footer
 
 MIB = 1 << 20
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests import realimages
 from vhdlib.errors import ImageError
-from vhdlib.vhd_structs import (
+from vhdlib.vhd.structs import (
     BAT_ENTRY_UNUSED,
     FOOTER_SIZE,
     PLATFORM_CODE_W2KU,

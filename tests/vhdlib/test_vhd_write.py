@@ -20,7 +20,7 @@ from vhdlib.errors import UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import DiskType, Layer
 from vhdlib.vhd import VhdLayer, create
-from vhdlib.vhd_structs import DynamicHeader, Footer
+from vhdlib.vhd.structs import DynamicHeader, Footer
 
 MIB = 1 << 20
 #: CHS size == current size for this one (qemu 7.2 uses CHS for creator "vhdm").

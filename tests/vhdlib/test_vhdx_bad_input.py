@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 import vhdlib.chain as chain
-from vhdlib import vhdx, vhdx_log
-from vhdlib import vhdx_structs as S
+from vhdlib import vhdx
 from vhdlib.errors import ChecksumError, ImageError, UnsupportedError
 from vhdlib.formats import open_layer
+from vhdlib.vhdx import log as vhdx_log
+from vhdlib.vhdx import structs as S
 
 MiB = 1 << 20
 

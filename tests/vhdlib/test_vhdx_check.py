@@ -8,8 +8,8 @@ import subprocess
 
 from tests.conftest import require_tool
 from vhdlib import vhdx
-from vhdlib import vhdx_structs as S
 from vhdlib.formats import open_layer
+from vhdlib.vhdx import structs as S
 
 MiB = 1 << 20
 

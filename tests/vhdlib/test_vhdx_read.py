@@ -14,11 +14,12 @@ import vhdlib.chain as chain
 from tests import realimages
 from tests.conftest import require_tool
 from vhdlib import vhdx
-from vhdlib import vhdx_structs as S
 from vhdlib.errors import ParentNotFoundError
 from vhdlib.extents import ExtentKind, SegmentState
 from vhdlib.formats import open_layer
 from vhdlib.layer import DiskType
+from vhdlib.vhdx import structs as S
+from vhdlib.vhdx.locators import windows_candidates
 
 VHDX_IMAGES = [img for img in realimages.IMAGES
                if img.suffix in (".vhdx", ".avhdx") and img.content_sha256 is not None]
@@ -176,9 +177,9 @@ def test_libvhdi_agrees_on_a_real_image(real_image):
 
 
 def test_windows_path_mapping(tmp_path: Path):
-    cands = vhdx._windows_candidates("C:\\Users\\x\\base.vhdx", str(tmp_path), relative=False)
+    cands = windows_candidates("C:\\Users\\x\\base.vhdx", str(tmp_path), relative=False)
     assert cands == [str(tmp_path / "base.vhdx")]
-    cands = vhdx._windows_candidates("Z:\\srv\\base.vhdx", str(tmp_path), relative=False)
+    cands = windows_candidates("Z:\\srv\\base.vhdx", str(tmp_path), relative=False)
     assert cands[0] == "/srv/base.vhdx"
-    cands = vhdx._windows_candidates(".\\sub\\p.vhdx", str(tmp_path), relative=True)
+    cands = windows_candidates(".\\sub\\p.vhdx", str(tmp_path), relative=True)
     assert cands == [str(tmp_path / "sub" / "p.vhdx")]

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import pytest
 
-from vhdlib import vhdx_structs as S
+from vhdlib.vhdx import structs as S
 
 
 def test_guid_constants_have_the_spec_values():

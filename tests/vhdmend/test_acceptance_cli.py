@@ -14,7 +14,7 @@ import pytest
 from tests.chains import build_chain
 from tests.vhdmend.helpers import assert_clean_error, run_cli
 from vhdlib import journal, ops, vhdx
-from vhdlib import vhdx_structs as S
+from vhdlib.vhdx import structs as S
 
 MIB = 1 << 20
 INFO_KEYS = {"format", "type", "virtual_size", "block_size", "file_size", "allocated_bytes",

@@ -29,7 +29,7 @@ VHDX_IMAGES = [
     ("dissect.hypervisor/dynamic.vhdx", "dynamic", None),
     ("freebsd-mkimg/img-63x255-512-mbr.vhdx", None, None),
 ]
-HAVE_VHDX = (realimages.REPO / "vhdlib" / "vhdx.py").exists()
+HAVE_VHDX = (realimages.REPO / "vhdlib" / "vhdx" / "__init__.py").exists()
 
 
 def _sha256(path: Path) -> str:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from vhdlib import fileio
 from vhdlib.checksum import crc32c
-from vhdlib.vhdx_structs import (
+from vhdlib.vhdx.structs import (
     DATA_DESC_SIGNATURE,
     DESCRIPTOR_SIZE,
     LOG_ENTRY_HEADER_SIZE,

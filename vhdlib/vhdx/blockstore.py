@@ -1,0 +1,135 @@
+"""Compaction's view of a VHDX: payload blocks are the slots (1 MiB aligned); sector
+bitmaps, regions and the log are reserved ranges."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from vhdlib.errors import UsageError
+from vhdlib.layer import BlockStore
+from vhdlib.vhdx import structs as S
+from vhdlib.vhdx.bat import ALLOCATED, UNDEFINED, SectorBitmaps, VhdxBat
+
+MiB = S.MiB
+_CHUNK = 8 * MiB
+
+
+def align_up(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+class SlotHost(Protocol):
+    """What the block store needs from its VHDX layer (all public)."""
+
+    path: str
+    bat: VhdxBat
+    bitmaps: SectorBitmaps
+
+    @property
+    def fd(self) -> int: ...
+
+    @property
+    def differencing(self) -> bool: ...
+
+    def pread_into(self, file_offset: int, buf: memoryview) -> None: ...
+
+    def write_file(self, offset: int, data: memoryview) -> None: ...
+
+    def begin_change(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def reserved_ranges(self) -> list[tuple[int, int]]: ...
+
+    def extend_allocation(self, end: int) -> None: ...
+
+    def refresh_allocation(self) -> None: ...
+
+
+class VhdxBlockStore(BlockStore):
+    """Payload blocks as compaction slots (1 MiB aligned; bitmaps are reserved ranges)."""
+
+    def __init__(self, layer: SlotHost) -> None:
+        self.layer = layer
+        self.bat = layer.bat
+        self.block_count = layer.bat.data_blocks
+        self.block_size = layer.bat.block_size
+        self.slot_size = layer.bat.block_size
+        self.slot_alignment = MiB
+
+    def slot_offset(self, index: int) -> int | None:
+        return self.bat.payload_offset(index)
+
+    def droppable(self, index: int) -> bool:
+        lay = self.layer
+        off = self.slot_offset(index)
+        if off is None:
+            return not lay.differencing or self.bat.payload_state(index) in UNDEFINED
+        if lay.differencing:
+            if self.bat.payload_state(index) == S.PAYLOAD_BLOCK_FULLY_PRESENT:
+                return False
+            bits = lay.bitmaps.bits(index)
+            return bits.count(0) == len(bits)
+        buf = bytearray(_CHUNK)
+        pos = 0
+        while pos < self.block_size:
+            n = min(len(buf), self.block_size - pos)
+            mv = memoryview(buf)[:n]
+            lay.pread_into(off + pos, mv)
+            if mv.tobytes().count(0) != n:
+                return False
+            pos += n
+        return True
+
+    def drop(self, index: int) -> None:
+        lay = self.layer
+        idx = self.bat.index(index)
+        # Dynamic: ZERO says "reads zeros" explicitly. Differencing: NOT_PRESENT, since a
+        # droppable block defines no sector (its zeros would otherwise hide the parent).
+        state = S.PAYLOAD_BLOCK_NOT_PRESENT if lay.differencing else S.PAYLOAD_BLOCK_ZERO
+        if self.bat[idx] == S.bat_entry(state, 0):
+            return
+        lay.begin_change()
+        self.bat.set(idx, S.bat_entry(state, 0))
+        lay.flush()
+
+    def move(self, index: int, new_offset: int) -> None:
+        lay = self.layer
+        if new_offset % MiB:
+            raise UsageError(f"slot offset {new_offset} is not 1 MiB aligned", path=lay.path)
+        idx = self.bat.index(index)
+        ent = self.bat[idx]
+        old = S.bat_offset(ent)
+        if S.bat_state(ent) not in ALLOCATED:
+            raise UsageError(f"block {index} has no slot to move", path=lay.path)
+        if old == new_offset:
+            return
+        lay.begin_change()
+        buf = bytearray(min(self.block_size, _CHUNK))
+        pos = 0
+        while pos < self.block_size:
+            n = min(len(buf), self.block_size - pos)
+            mv = memoryview(buf)[:n]
+            lay.pread_into(old + pos, mv)
+            lay.write_file(new_offset + pos, mv)
+            pos += n
+        lay.extend_allocation(new_offset + self.block_size)
+        self.bat.set(idx, S.bat_entry(S.bat_state(ent), new_offset))
+        lay.flush()
+
+    def reserved_ranges(self) -> list[tuple[int, int]]:
+        return self.layer.reserved_ranges()
+
+    def data_area_start(self) -> int:
+        return max(hi for _, hi in self.reserved_ranges()[:4])
+
+    def truncate_after(self, end: int) -> None:
+        lay = self.layer
+        lay.flush()
+        end = align_up(end, MiB)
+        reserved_end = max(hi for _, hi in self.reserved_ranges())
+        end = max(end, reserved_end)
+        os.ftruncate(lay.fd, end)
+        os.fsync(lay.fd)
+        lay.refresh_allocation()
