@@ -18,6 +18,7 @@ from typing import Any
 from vhdlib import formats
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import DependentChildrenError, UsageError
+from vhdlib.hyperv.nextsteps import for_remediation as hyperv_next_steps
 from vhdlib.ops import retire
 from vhdlib.ops.convert import CopyOperation
 from vhdlib.ops.merge import find_dependents
@@ -182,4 +183,10 @@ class RemediateOperation(CopyOperation):
                                "chain_file_bytes": self.plan.details.get("chain_file_bytes")}
         if self.state.archive_dir and not self.state.options.get("delete"):
             res["archive"] = self.state.archive_dir
+        # What the Hyper-V host must do now (vhdlib.hyperv: the VM using the chain, if found).
+        options = self.state.options
+        res["next_steps"] = hyperv_next_steps(
+            list(self.state.chain), dest, archive=self.state.archive_dir or None,
+            deleted=bool(options.get("delete")), in_place=not options.get("output"),
+            dropped_attributes=res.get("dropped_attributes") or ())
         return res

@@ -96,7 +96,11 @@ def execute(args: argparse.Namespace, op: Operation) -> int:
     if args.json:
         emit_json({"operation": name, "status": status, "result": data})
     elif data and not args.quiet:
+        steps = data.pop("next_steps", None)
         print_mapping(data)
+        if steps:
+            from vhdlib.hyperv.nextsteps import format_text
+            print("\n" + format_text(steps), end="")
     note(f"{name}: {status}", quiet=args.quiet or args.json)
     return 0
 
