@@ -13,13 +13,27 @@ from typing import Any
 
 from flask import Flask
 
-from workers import config as config_mod
-from workers.config import Settings
-from workers.jobstore import JobStore
+from service import config as config_mod
+from service.config import Settings
+from service.store import JobStore, RedisJobStore, redis_client
 
 log = logging.getLogger(__name__)
 
+#: ``dispatch(job_id, host)``: nudge the host's worker (the Celery broker by default).
 Dispatch = Callable[[str, str], None]
+
+
+def _celery_dispatch(settings: Settings) -> Dispatch:
+    """Send through Celery, its producer made on the first job: the API loads no worker
+    module before it dispatches."""
+    made: list[Dispatch] = []
+
+    def dispatch(job_id: str, host: str) -> None:
+        if not made:
+            from workers.dispatch import dispatcher
+            made.append(dispatcher(settings))
+        made[0](job_id, host)
+    return dispatch
 
 
 def create_app(config: Settings | dict[str, Any] | None = None, *,
@@ -32,17 +46,10 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if store is None:
-        from workers import runtime
-        store = JobStore(runtime.client(settings), prefix=settings.prefix,
-                         retry_seconds=2.0, webhook_progress_step=settings.webhook_progress_step)
+        store = RedisJobStore(redis_client(settings), prefix=settings.prefix, retry_seconds=2.0,
+                              webhook_progress_step=settings.webhook_progress_step)
     if dispatch is None:
-        producer: list[Any] = []
-
-        def dispatch(job_id: str, host: str) -> None:
-            from workers.celery_app import make_app, send_job
-            if not producer:
-                producer.append(make_app(settings.redis_url))
-            send_job(job_id, host, celery=producer[0])
+        dispatch = _celery_dispatch(settings)
     app.extensions["vhdmend_store"] = store
     app.extensions["vhdmend_dispatch"] = dispatch
 

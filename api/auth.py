@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from workers.config import Settings, TokenEntry, hash_token
-from workers.errors import ServiceError
+from service.config import Settings, TokenEntry, hash_token
+from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from flask import Flask, Response, json, request
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import HTTPException
 
-from workers.errors import ServiceError
+from service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

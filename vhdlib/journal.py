@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from vhdlib.errors import ImageError, OperationInProgressError
@@ -76,6 +77,21 @@ def load(path: str) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("journal_version") != VERSION:
         raise ImageError("not a vhdmend journal (or an unsupported version)", path=path)
     return state
+
+
+def set_fence(path: Path, fence: int) -> None:
+    """Record fencing number ``fence`` in the journal at ``path`` before resuming it.
+
+    An older executor frozen past its lease (SIGSTOP, a VM pause) may still hold the
+    journal's run lock and wake up later: with the newer fence on disk, its next checkpoint
+    and its irreversible steps are refused (:class:`~vhdlib.errors.FenceError`), so it
+    stops instead of rolling the cursor back or swapping files. A journal already at a
+    newer fence is left alone (resuming it with ``fence`` is then refused).
+    """
+    state = load(str(path))
+    if int(state.get("fence") or 0) < fence:
+        state["fence"] = fence
+        save(str(path), state)
 
 
 def refuse_if_present(target: str) -> None:

@@ -129,3 +129,40 @@ def print_plan(plan: Mapping[str, Any], stream: TextIO | None = None) -> None:
               f"free {format_value('free', free)}: {verdict}", file=out)
         for reason in v.get("reasons") or []:
             print(f"    - {reason}", file=out)
+
+
+def print_volumes(vmap: Mapping[str, Any], stream: TextIO | None = None) -> None:
+    """One line per partition: where, what, how much is free (and, in a plan, how many
+    whole blocks ``--reclaim fs`` drops), or why it is kept whole."""
+    out = stream or sys.stdout
+    print(f"partitions ({vmap['scheme']}, {vmap['sector_size']}-byte sectors):", file=out)
+    if vmap["kept_whole"]:
+        print(f"  whole disk kept: {vmap['kept_whole']}", file=out)
+    for note in vmap["notes"]:
+        print(f"  note: {note}", file=out)
+    for p in vmap["partitions"]:
+        where = f"  [{p['number']}] at {p['start']}, {human_size(p['length'])}"
+        fs = p["file_system"] or "?"
+        if p["kept_whole"]:
+            print(f"{where}  {fs}  kept whole: {p['kept_whole']}", file=out)
+            continue
+        blocks = (f", {p['reclaimable_blocks']} whole blocks of "
+                  f"{human_size(vmap['block_size'])} reclaimable"
+                  if "reclaimable_blocks" in p else "")
+        print(f"{where}  {fs}, clusters {human_size(p['cluster_size'])}, "
+              f"free {human_size(p['free_bytes'])}{blocks}", file=out)
+
+
+def print_info(info: dict[str, Any]) -> None:
+    """The top layer's description, then the chain newest first."""
+    print_mapping(info, skip=("chain", "warnings"))
+    chain = info.get("chain") or []
+    if len(chain) > 1 or (chain and chain[0].get("path") != info.get("path")):
+        print(f"chain ({len(chain)} files, newest first):")
+        for i, layer in enumerate(chain):
+            print(f"  [{i}] {layer.get('path')}  {layer.get('format')} {layer.get('type')}  "
+                  f"file {human_size(int(layer.get('file_size', 0)))}, "
+                  f"allocated {human_size(int(layer.get('allocated_bytes', 0)))}")
+    for layer in chain:
+        for w in layer.get("warnings") or []:
+            print(f"warning: {layer.get('path')}: {w}", file=sys.stderr)

@@ -251,7 +251,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run this host's Celery worker on its own queue."""
     os.environ["VHDMEND_HOST"] = args.worker_host
     os.environ["VHDMEND_ROOTS"] = _roots_env(args.root)
-    from workers.celery_app import app, queue_for
+    from service.hosts import queue_for
+    from workers.celery_app import worker_app
+    app = worker_app()
     pool = args.pool or ("solo" if sys.platform == "win32" else "prefork")
     argv = ["worker", "-Q", queue_for(args.worker_host), f"--pool={pool}",
             f"--concurrency={1 if pool == 'solo' else args.concurrency}",

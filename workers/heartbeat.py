@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from workers.errors import ServiceError
-from workers.jobstore import JobStore
-from workers.lock import ChainLock, Held
+from service.chains import ChainLock, Held
+from service.errors import ServiceError
+from service.store import JobStore
 
 log = logging.getLogger(__name__)
 

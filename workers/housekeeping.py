@@ -11,10 +11,11 @@ import os
 import socket
 import threading
 
-from workers import reaper, registry, webhooks
-from workers.celery_app import queue_for, send_job
-from workers.config import Settings
-from workers.jobstore import JobStore
+from service import hosts
+from service.config import Settings
+from service.store import JobStore
+from workers import reaper, webhooks
+from workers.dispatch import Send
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,12 @@ log = logging.getLogger(__name__)
 class Housekeeping(threading.Thread):
     """Every ``tick_seconds``: register, reap (one worker per tick), deliver webhooks."""
 
-    def __init__(self, store: JobStore, settings: Settings, *, pool: str = "") -> None:
+    def __init__(self, store: JobStore, settings: Settings, send: Send, *,
+                 pool: str = "") -> None:
         super().__init__(name="vhdmend-housekeeping", daemon=True)
         self.store = store
         self.s = settings
+        self.send = send
         self.pool = pool
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._stop_event = threading.Event()
@@ -33,11 +36,11 @@ class Housekeeping(threading.Thread):
     def tick(self) -> None:
         s = self.s
         if s.host:
-            registry.register(self.store.r, s.prefix, s.host, self.worker, s.roots,
-                              ttl=3 * s.tick_seconds + 5, queue=queue_for(s.host),
-                              pool=self.pool)
+            hosts.register(self.store, s.host, self.worker, s.roots,
+                           ttl=3 * s.tick_seconds + 5, queue=hosts.queue_for(s.host),
+                           pool=self.pool)
         if reaper.sweep_lock(self.store, s.tick_seconds * 0.9):
-            reaper.reap(self.store, send_job)
+            reaper.reap(self.store, self.send)
             self.store.purge_finished(s.retention_seconds)
         webhooks.deliver_due(self.store, s)
 
@@ -53,6 +56,6 @@ class Housekeeping(threading.Thread):
         self._stop_event.set()
         if self.s.host:
             try:
-                registry.unregister(self.store.r, self.s.prefix, self.s.host, self.worker)
+                hosts.unregister(self.store, self.s.host, self.worker)
             except Exception as e:
                 log.debug("unregister failed: %s", e)

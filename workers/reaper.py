@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from workers.errors import Conflict, LostLease, NotFound
-from workers.jobstore import JobStore
+from service import states
+from service.errors import Conflict, LostLease, NotFound
+from service.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,13 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
     """
     now = time.time() if now is None else now
     nudged: list[str] = []
-    for state in ("running", "pausing", "cancelling"):
+    for state in sorted(states.ACTIVE):
         for job_id in store.ids_in_state(state):
             if store.lease_alive(job_id):
                 continue
             try:
                 job = store.get(job_id)
-                target = {"running": "queued", "pausing": "paused"}.get(state)
+                target = states.when_lease_lost(state)
                 # A job that had an execution (a lease token) lost it: that is an event. A
                 # cancelling job waiting for its chain has none: it is only nudged again,
                 # without filling its history with one event per sweep.
@@ -48,7 +49,7 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
                 store.transition(job_id, [state], target, token=job.lease_token,
                                  set_fields={"reason": "previous execution stopped "
                                              "heartbeating; requeued"
-                                             if target == "queued" else None},
+                                             if target == states.QUEUED else None},
                                  delete=["lease_token"],
                                  event={"type": "reaped", "worker": job.worker}
                                  if died else None)
@@ -58,10 +59,10 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
                 log.warning("job %s: lease expired while %s; reaped", job_id, state)
             else:
                 log.debug("job %s: %s without an execution; nudged again", job_id, state)
-            if state != "pausing":
+            if state != states.PAUSING:
                 send(job_id, job.host)
                 nudged.append(job_id)
-    for job_id in store.ids_in_state("queued"):
+    for job_id in store.ids_in_state(states.QUEUED):
         try:
             job = store.get(job_id)
         except NotFound:
@@ -74,11 +75,11 @@ def reap(store: JobStore, send: Send, *, requeue_after: float = 30.0,
             send(job_id, job.host)
             # Touch updated_at so we do not nudge it again every sweep.
             with contextlib.suppress(Conflict, NotFound):
-                store.transition(job_id, ["queued"], None)
+                store.transition(job_id, [states.QUEUED], None)
             nudged.append(job_id)
     return nudged
 
 
 def sweep_lock(store: JobStore, ttl: float) -> bool:
     """Take the reaper's turn (True) unless another worker swept within ``ttl``."""
-    return bool(store.r.set(f"{store.p}:reaper", "1", nx=True, px=max(1, int(ttl * 1000))))
+    return store.take_turn("reaper", ttl)

@@ -8,11 +8,11 @@ from functools import cache
 
 import redis
 
-from workers import config
-from workers.config import Settings
-from workers.jobstore import JobStore
+from service import config
+from service.config import Settings
+from service.store import RedisJobStore, redis_client
 
-_pid_store: dict[int, JobStore] = {}
+_pid_store: dict[int, RedisJobStore] = {}
 
 
 @cache
@@ -23,18 +23,16 @@ def settings() -> Settings:
 
 def client(s: Settings | None = None) -> redis.Redis:
     """A Redis client for ``s`` (health-checked connections, short socket timeouts)."""
-    s = s or settings()
-    return redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                health_check_interval=30)
+    return redis_client(s or settings())
 
 
-def store() -> JobStore:
+def store() -> RedisJobStore:
     """This process's job store; a forked child makes its own connections."""
     pid = os.getpid()
     if pid not in _pid_store:
         s = settings()
         _pid_store.clear()
-        _pid_store[pid] = JobStore(client(s), prefix=s.prefix,
+        _pid_store[pid] = RedisJobStore(client(s), prefix=s.prefix,
                                    retry_seconds=s.redis_retry_seconds,
                                    webhook_progress_step=s.webhook_progress_step)
     return _pid_store[pid]

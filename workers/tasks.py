@@ -5,8 +5,11 @@ live lease held by another execution (a message redelivered after ``visibility_t
 while the first run goes on, or sent twice by the reaper) means *do nothing*. So no two
 executions of one job ever run at once, whatever the broker does.
 
-Per chunk: progress to Redis (throttled), vhdlib's checkpoint to Redis after it is durable
-in the on-disk journal, a cancel/pause check, and the lease check. Before every
+What runs is the job's kind (:mod:`service.kinds`): a read-only kind runs at once, with no
+chain lock or journal; a mutating one runs its operation chunk by chunk. Per chunk:
+progress to Redis (throttled), the job's small :class:`~service.job.Position` once the
+chunk is durable in the on-disk journal (the journal is the checkpoint), a cancel/pause
+check, and the lease check. Before every
 irreversible step the execution proves it still holds the chain lock's latest fence; the
 fence is also written into the journal, where vhdlib checks it again.
 
@@ -21,30 +24,37 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from redis import exceptions as redis_errors
+from celery import shared_task
 
 import vhdlib
+from service import engine, kinds, paths, states
+from service.chains import ChainLock, Held
+from service.config import Settings
+from service.errors import LostLease, ServiceError
+from service.job import Job, Position
+from service.kinds.inspect import jsonable
+from service.store import JobStore
 from vhdlib import journal as vjournal
 from vhdlib.errors import Cancelled, FenceError, OperationInProgressError, VhdlibError
 from vhdlib.progress import Progress
-from workers import operations, paths, runtime
-from workers.celery_app import app, send_job
-from workers.config import Settings
-from workers.errors import LostLease, ServiceError
+from workers import runtime
+from workers.dispatch import TASK_NAME, Send, send_job
 from workers.heartbeat import Heartbeat
-from workers.jobstore import Job, JobStore
-from workers.lock import ChainLock, Held
 from workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="vhdmend.run_job", ignore_result=True)
-def run_job(job_id: str) -> str:
+@shared_task(name=TASK_NAME, bind=True, ignore_result=True)
+def run_job(self: Any, job_id: str) -> str:
     """Run (or continue) job ``job_id``; returns what happened, for the worker log."""
-    return JobRun(job_id, runtime.store(), runtime.settings()).run()
+    return JobRun(job_id, runtime.store(), runtime.settings(),
+                  send=partial(send_job, celery=self.app)).run()
 
 
 class ProgressMeter:
@@ -71,13 +81,21 @@ class ProgressMeter:
 class JobRun:
     """One execution of one job."""
 
-    def __init__(self, job_id: str, store: JobStore, settings: Settings) -> None:
+    def __init__(self, job_id: str, store: JobStore, settings: Settings, *,
+                 send: Send | None = None) -> None:
         self.job_id = job_id
+        if send is None:
+            from workers.dispatch import dispatcher
+            send = dispatcher(settings)
+        #: Nudges another job (the waiters of a chain this run frees).
+        self.send = send
         self.store = store
         self.s = settings
         self.token = secrets.token_hex(16)
         self.hb: Heartbeat | None = None
         self.lock: ChainLock | None = None
+        #: The chain's identity (the base disk's id), once known.
+        self.identity = ""
         self.held: Held | None = None
         self.meter = ProgressMeter()
         self._last_write = 0.0
@@ -162,29 +180,23 @@ class JobRun:
     def _execute(self, job: Job) -> str:
         path = paths.resolve(self.s.roots, job.root, job.path)
         root_real = paths.root_dir(self.s.roots, job.root)
-        if job.type == "inspect":
-            with vhdlib.open(path) as disk:
-                paths.check_chain(root_real, disk.chain)
-                info = disk.info()
-            self._done(result=_jsonable(info))
+        kind = kinds.get(job.type)
+        options = self._resolve_options(job, kind)
+        backend = engine.backend(self.s.ops_backend)
+        if kind.run is not None:
+            # Read-only: no chain lock, no journal, no run lock.
+            self._done(**kind.run(kinds.Context(path, root_real, options, backend)))
             return "succeeded"
-        options = self._resolve_options(job)
-        backend = operations.backend(self.s.ops_backend)
+        assert kind.operation is not None
         identity = self._chain_identity(path, root_real)
-        if job.type == "plan":
-            kind = str(options.pop("operation"))
-            op = operations.prepare(backend, kind, path, options)
-            plan = op.plan.to_dict()
-            self._done(plan=plan, result={"plan": plan})
-            return "succeeded"
-        journal = (job.checkpoint or {}).get("journal")
-        if job.state == "cancelling" and not (journal and os.path.exists(str(journal))):
+        journal = job.checkpoint.journal if job.checkpoint else None
+        if job.state == states.CANCELLING and not (journal and os.path.exists(journal)):
             # Nothing on disk to roll back: no need to wait for the chain lock.
-            self._done(state="cancelled")
+            self._done(state=states.CANCELLED)
             return "cancelled"
         # Mutating operations: one per chain at a time.
-        self.lock = ChainLock(self.store.r, identity, prefix=self.s.prefix,
-                              lease_seconds=self.s.lease_seconds)
+        self.identity = identity
+        self.lock = self.store.chains.lock(identity, self.s.lease_seconds)
         held = self.lock.acquire(job.id)
         if held is None:
             return self._wait_for_lock(job)
@@ -192,74 +204,58 @@ class JobRun:
         if reserved_by is not None:
             # A paused job keeps the chain: its journal describes these files.
             self.lock.release(held)
-            self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
+            self.store.chains.add_waiter(identity, job.id)
             self.lock = None
             return self._wait(f"waiting for the chain kept by paused job {reserved_by}")
         self.held = held
         assert self.hb is not None
         self.hb.attach(self.lock, held)
-        if journal and os.path.exists(str(journal)):
+        if journal and os.path.exists(journal):
             log.info("job %s: resuming from %s with fence %d", job.id, journal, held.fence)
-            position = fence_journal(str(journal), held.fence)
-            op = backend.resume(str(journal), fence=held.fence)
-            self._chunk_done = position["done"]
-            self.store.add_event(job.id, {"type": "resumed", "fence": held.fence, **position})
+            vjournal.set_fence(Path(journal), held.fence)
+            at = Position.of_state(vjournal.load(journal))
+            op = backend.resume(journal, fence=held.fence)
+            self._chunk_done = at.done
+            self.store.add_event(job.id, {"type": "resumed", "fence": held.fence,
+                                          "phase": at.phase, "cursor": at.cursor,
+                                          "done": at.done})
         else:
-            op = operations.prepare(backend, job.type, path, options)
+            op = engine.prepare(backend, kind.operation, path, options)
+            at = Position()
         plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
         self.store.transition(job.id, None, None, token=self.token, set_fields={
             "fence": held.fence, "lock_key": identity, "plan": plan, "phase": "starting",
-            "checkpoint": {**(job.checkpoint or {}), "journal": operations.journal_path(op)}})
-        result = operations.run(
+            "checkpoint": Position(engine.journal_path(op), at.phase, at.cursor, at.done,
+                                   held.fence)})
+        result = engine.run(
             op, progress=self._on_progress, cancel=self._cancel_requested,
             pause=self._pause_requested, on_checkpoint=self._on_checkpoint,
             before_irreversible=self._before_irreversible, fence=held.fence,
             chunk_bytes=self.s.chunk_bytes or None, chunk_seconds=self.s.chunk_seconds or None)
         if result.get("status") == "paused":
-            self.store.r.set(self._reservation_key(), job.id)
-            self.store.transition(job.id, None, "paused", token=self.token,
+            self.store.chains.reserve(identity, job.id)
+            self.store.transition(job.id, None, states.PAUSED, token=self.token,
                                   delete=["lease_token"])
             return "paused"
-        self._done(result=_jsonable(result))
+        self._done(result=jsonable(result))
         return "succeeded"
-
-    def _reservation_key(self) -> str:
-        assert self.lock is not None
-        return f"{self.s.prefix}:reserved:{self.lock.identity}"
 
     def _reserved_by_another(self, job_id: str) -> str | None:
         """The paused job that keeps this chain, when it is not ``job_id`` and still
         unfinished (a reservation of a finished or purged job is dropped)."""
-        raw = self.store.r.get(self._reservation_key())
-        if raw is None:
-            return None
-        other = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if other == job_id:
+        other = self.store.chains.reserved_by(self.identity)
+        if other is None or other == job_id:
             return None
         state = self.store.state_of(other) or "gone"
-        if state in ("succeeded", "failed", "cancelled", "gone"):
-            self._unreserve(other)
+        if state in states.TERMINAL or state == "gone":
+            self.store.chains.unreserve(self.identity, other)
             return None
         return other
 
     def _unreserve(self, job_id: str) -> None:
         """Drop the chain's reservation if ``job_id`` holds it (compare-and-delete)."""
-        if self.lock is None:
-            return
-        key = self._reservation_key()
-        pipe = self.store.r.pipeline(transaction=True)
-        try:
-            pipe.watch(key)
-            raw = pipe.get(key)
-            holder = raw.decode() if isinstance(raw, bytes) else raw
-            if holder == job_id:
-                pipe.multi()
-                pipe.delete(key)
-                pipe.execute()
-        except redis_errors.WatchError:
-            pass  # someone else changed it: not ours to drop
-        finally:
-            pipe.reset()
+        if self.lock is not None:
+            self.store.chains.unreserve(self.identity, job_id)
 
     def _done(self, *, state: str = "succeeded", **fields: Any) -> None:
         self._unreserve(self.job_id)
@@ -267,13 +263,13 @@ class JobRun:
                               set_fields={**fields, "phase": "done" if state == "succeeded"
                                           else None}, delete=["lease_token"])
 
-    def _resolve_options(self, job: Job) -> dict[str, Any]:
+    def _resolve_options(self, job: Job, kind: kinds.JobKind) -> dict[str, Any]:
         """Options naming files are relative to the root: resolve and confine them."""
         out = dict(job.options)
-        for key in ("output", "into", "archive"):
+        for key, must_exist in kind.path_options.items():
             if out.get(key):
                 out[key] = paths.resolve(self.s.roots, job.root, str(out[key]),
-                                         must_exist=key == "into")
+                                         must_exist=must_exist)
         return out
 
     def _chain_identity(self, path: str, root_real: str) -> str:
@@ -285,7 +281,7 @@ class JobRun:
     def _wait_for_lock(self, job: Job) -> str:
         assert self.lock is not None
         holder = self.lock.holder() or "another job"
-        self.store.r.sadd(f"{self.s.prefix}:waiters:{self.lock.identity}", job.id)
+        self.store.chains.add_waiter(self.identity, job.id)
         self.lock = None
         return self._wait(f"waiting for the chain lock held by job {holder}")
 
@@ -296,23 +292,18 @@ class JobRun:
         A cancel or pause asked for meanwhile is kept: ``cancelling`` stays (the reaper
         nudges it again, as a job without a lease), ``pausing`` becomes ``paused``."""
         job = self.store.get(self.job_id)
-        target = {"cancelling": None, "pausing": "paused"}.get(job.state, "queued")
+        target = states.when_waiting(job.state)
         self.store.transition(self.job_id, None, target, token=self.token,
                               set_fields={"reason": reason, "attempts": max(0, job.attempts - 1)},
                               delete=["lease_token"],
-                              webhook="job.waiting" if target == "queued" else None)
+                              webhook="job.waiting" if target == states.QUEUED else None)
         log.info("job %s: %s", self.job_id, reason)
         return "waiting"
 
     def _wake_waiters(self) -> None:
-        assert self.lock is not None
-        key = f"{self.s.prefix}:waiters:{self.lock.identity}"
-        waiting = self.store.r.smembers(key)
-        self.store.r.delete(key)
-        for raw in waiting:
-            other = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for other in self.store.chains.take_waiters(self.identity):
             try:
-                send_job(other, self.store.get(other).host)
+                self.send(other, self.store.get(other).host)
             except ServiceError as e:
                 log.warning("job %s: cannot wake waiter %s: %s", self.job_id, other, e)
 
@@ -342,21 +333,24 @@ class JobRun:
                                   webhook=hook)
         if wrote:
             # Nudge SSE listeners once the progress is readable.
-            self.store.r.publish(f"{self.s.prefix}:progress:{self.job_id}", p.phase)
+            self.store.notify_progress(self.job_id, p.phase)
         self.throttle.pace(p.overall_done)
 
     def _on_checkpoint(self, state: dict[str, Any]) -> None:
+        """A chunk is durable in the journal: record where the operation stands (a few
+        scalars; the journal, not Redis, is what a resumed execution reads)."""
         self._check_lease()
         # A chunk ends at a checkpoint (progress is reported more often, within chunks):
         # the latency histogram and bytes processed are sampled here.
         now = time.monotonic()
-        done = int(sum(int(v) for v in (state.get("done") or {}).values()))
-        self.store.observe_chunk(now - self._chunk_t, max(0, done - self._chunk_done))
-        self._chunk_t, self._chunk_done = now, done
+        at = Position.of_state(state)
+        if self.held is not None:   # the fence this execution runs under
+            at = replace(at, fence=self.held.fence)
+        self.store.observe_chunk(now - self._chunk_t, max(0, at.done - self._chunk_done))
+        self._chunk_t, self._chunk_done = now, at.done
         self._chunks += 1
         self.store.transition(self.job_id, None, None, token=self.token,
-                              set_fields={"checkpoint": _jsonable(state),
-                                          "chunks": self._chunks})
+                              set_fields={"checkpoint": at, "chunks": self._chunks})
 
     def _current_state(self) -> str:
         return self.store.state_of(self.job_id)
@@ -367,11 +361,11 @@ class JobRun:
     def _cancel_requested(self) -> bool:
         self._check_lease()
         self._polled = self._current_state()
-        return self._polled == "cancelling"
+        return self._polled == states.CANCELLING
 
     def _pause_requested(self) -> bool:
         state, self._polled = self._polled, None
-        return (state or self._current_state()) == "pausing"
+        return (state or self._current_state()) == states.PAUSING
 
     def _before_irreversible(self, step: str) -> None:
         """Prove we still own the job and the chain's latest fence, or stop."""
@@ -384,32 +378,3 @@ class JobRun:
             raise FenceError(f"before {step}: job taken over by another execution")
         self.store.add_event(self.job_id, {"type": "irreversible", "step": step,
                                            "fence": self.held.fence})
-
-
-def fence_journal(path: str, fence: int) -> dict[str, Any]:
-    """Record ``fence`` in the on-disk journal before resuming it; returns its position.
-
-    An older execution frozen past its lease (SIGSTOP, a VM pause) may still hold the
-    journal's run lock and wake up later: with the newer fence on disk, vhdlib refuses its
-    next checkpoint and its irreversible steps (FenceError), so it stops instead of rolling
-    the cursor back or swapping files. A journal already at a newer fence is left alone
-    (``resume`` then refuses this stale execution).
-    """
-    state = vjournal.load(path)
-    if int(state.get("fence") or 0) < fence:
-        state["fence"] = fence
-        vjournal.save(path, state)
-    done = state.get("done") or {}
-    return {"phase": state.get("phase"), "cursor": state.get("cursor"),
-            "done": int(sum(int(v) for v in done.values()))}
-
-
-def _jsonable(value: Any) -> Any:
-    """Make vhdlib's results JSON-ready (UUIDs, enums, paths become strings)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(getattr(value, "value", value))

@@ -6,7 +6,7 @@ Every delivery carries ``webhook-id`` (stable across retries, for the receiver's
 specification says; any other secret is used as its UTF-8 bytes.
 
 Deliveries are queued atomically with the state change that caused them (see
-:meth:`workers.jobstore.JobStore.transition`) and sent by the workers' housekeeping loop:
+:meth:`service.store.JobStore.transition`) and sent by the workers' housekeeping loop:
 retried with exponential backoff and full jitter for up to ``webhook_max_age`` (24 h), each
 attempt recorded on the job. Outbound hosts must be on the allow-list.
 """
@@ -25,9 +25,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from workers.config import Settings
-from workers.errors import NotFound
-from workers.jobstore import JobStore
+from service.config import Settings
+from service.errors import NotFound
+from service.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,10 @@ def deliver_due(store: JobStore, settings: Settings, *, now: float | None = None
                 limit: int = 20) -> int:
     """Send deliveries whose time has come; returns how many were attempted."""
     now = time.time() if now is None else now
-    due_key = f"{store.p}:wh:due"
-    ids = store.r.zrangebyscore(due_key, "-inf", now, start=0, num=limit)
     n = 0
-    for raw_id in ids:  # type: ignore[union-attr,unused-ignore]
-        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        # ZREM is the claim: only the worker that removed it sends this attempt.
-        if not store.r.zrem(due_key, delivery_id):
+    for delivery_id in store.due_deliveries(now, limit):
+        # Only the worker that takes it sends this attempt.
+        if not store.take_delivery(delivery_id):
             continue
         n += 1
         _attempt(store, settings, delivery_id, now)
@@ -112,19 +109,17 @@ def deliver_due(store: JobStore, settings: Settings, *, now: float | None = None
 
 
 def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) -> None:
-    rec_key = f"{store.p}:wh:{delivery_id}"
-    raw = store.r.get(rec_key)
-    if raw is None:
+    record = store.delivery(delivery_id)
+    if record is None:
         return
-    record: dict[str, Any] = json.loads(raw)  # type: ignore[arg-type,unused-ignore]
     job_id = record["job_id"]
     try:
         job = store.get(job_id)
     except NotFound:
-        store.r.delete(rec_key)
+        store.drop_delivery(delivery_id)
         return
     if not job.callback:
-        store.r.delete(rec_key)
+        store.drop_delivery(delivery_id)
         return
     url, secret = str(job.callback["url"]), str(job.callback.get("secret") or "")
     attempt = int(record["attempt"]) + 1
@@ -134,7 +129,7 @@ def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) 
         log.warning("job %s: webhook host of %s not allowed; dropped", job_id, url)
         store.add_event(job_id, {**event, "ok": False, "error": "host not on the allow-list"})
         store.count("webhook_failures")
-        store.r.delete(rec_key)
+        store.drop_delivery(delivery_id)
         return
     body = json.dumps(record["payload"], separators=(",", ":"), sort_keys=True).encode()
     ts = int(time.time())
@@ -151,7 +146,7 @@ def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) 
     store.add_event(job_id, {**event, "ok": ok, "status": status, "error": error})
     if ok:
         store.count("webhook_deliveries")
-        store.r.delete(rec_key)
+        store.drop_delivery(delivery_id)
         log.info("job %s: webhook %s delivered (attempt %d)", job_id, delivery_id, attempt)
         return
     store.count("webhook_failures")
@@ -160,12 +155,9 @@ def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) 
         log.warning("job %s: webhook %s gave up after %d attempts", job_id, delivery_id, attempt)
         store.add_event(job_id, {"type": "webhook_gave_up", "delivery": delivery_id,
                                  "attempts": attempt})
-        store.r.delete(rec_key)
+        store.drop_delivery(delivery_id)
         return
     record["attempt"] = attempt
-    pipe = store.r.pipeline(transaction=True)
-    pipe.set(rec_key, json.dumps(record, separators=(",", ":")))
-    pipe.zadd(f"{store.p}:wh:due", {delivery_id: now + delay})
-    pipe.execute()
+    store.retry_delivery(record, now + delay)
     log.info("job %s: webhook %s failed (%s); retry in %.0fs", job_id, delivery_id,
              status or error, delay)

@@ -7,8 +7,9 @@ from flask import Blueprint, Response, current_app, jsonify
 from api.auth import requires
 from api.openapi import operation
 from api.problems import problem
-from workers import registry
-from workers.jobstore import CHUNK_BUCKETS, JobStore
+from service import hosts
+from service.job import CHUNK_BUCKETS
+from service.store import JobStore
 
 bp = Blueprint("health", __name__)
 
@@ -29,7 +30,7 @@ def healthz() -> Response:
            responses={200: ("Ready", None), 503: ("Redis unreachable", None)})
 def readyz() -> Response:
     try:
-        _store().r.ping()
+        _store().ping()
     except Exception as e:
         return problem(503, "unavailable", "Not ready", f"Redis unreachable: {e}")
     return jsonify({"status": "ready"})
@@ -60,7 +61,7 @@ def metrics() -> Response:
     lines.append(f'vhdmend_chunk_seconds_bucket{{le="+Inf"}} {int(hist.get("+Inf", 0))}')
     lines.append(f"vhdmend_chunk_seconds_sum {hist.get('sum', 0.0)}")
     lines.append(f"vhdmend_chunk_seconds_count {int(hist.get('+Inf', 0))}")
-    workers = registry.workers(s.r, s.p)
+    workers = hosts.workers(s)
     lines += ["# HELP vhdmend_workers Live workers per host.", "# TYPE vhdmend_workers gauge"]
     per_host: dict[str, int] = {}
     for w in workers:

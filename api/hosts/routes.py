@@ -9,8 +9,10 @@ from flask import Blueprint, Response, current_app, jsonify
 from api.auth import requires
 from api.hosts.schemas import HostListSchema
 from api.openapi import operation
-from workers import registry
-from workers.jobstore import ACTIVE, JobStore, iso
+from service import hosts as registry
+from service.job import iso
+from service.states import ACTIVE
+from service.store import JobStore
 
 bp = Blueprint("hosts", __name__, url_prefix="/v1/hosts")
 
@@ -22,7 +24,7 @@ bp = Blueprint("hosts", __name__, url_prefix="/v1/hosts")
 def list_hosts() -> Response:
     store: JobStore = current_app.extensions["vhdmend_store"]
     hosts: dict[str, dict[str, Any]] = {}
-    for w in registry.workers(store.r, store.p):
+    for w in registry.workers(store):
         h = hosts.setdefault(w["host"], {"host": w["host"], "roots": {}, "workers": [],
                                          "running_jobs": [], "_hb": 0.0})
         h["roots"].update(w["free"])

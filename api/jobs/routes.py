@@ -25,9 +25,10 @@ from api.jobs.schemas import (
     StreamQuerySchema,
 )
 from api.openapi import operation
-from workers import registry
-from workers.errors import Conflict, NotFound, UnknownRoot
-from workers.jobstore import Job, JobStore, new_job, public_json
+from service import hosts, states
+from service.errors import Conflict, NotFound, UnknownRoot
+from service.job import Job, new_job, public_json
+from service.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def valid_id(job_id: str) -> str:
 def check_root(host: str, root: str) -> str | None:
     """Refuse a root the host's live workers do not have; a reason when none is live."""
     s = store()
-    live = [w for w in registry.workers(s.r, s.p) if w["host"] == host]
+    live = [w for w in hosts.workers(s) if w["host"] == host]
     if not live:
         return f"no worker of host {host!r} is registered yet; the job waits for one"
     if not any(root in w["roots"] for w in live):
@@ -154,26 +155,12 @@ def _action(job_id: str, action: str) -> Response:
     EmptySchema().load(json_body(required=False))
     s = store()
     job = s.get(valid_id(job_id))
-    if action == "cancel":
-        if job.state in ("queued", "paused") and not job.checkpoint:
-            job = s.transition(job.id, [job.state], "cancelled", event={"by": principal().name})
-        elif job.state in ("queued", "paused"):
-            # Partial output (paused, or requeued after a crash): a worker resumes the
-            # journal and cleans up as it cancels.
-            job = s.transition(job.id, [job.state], "cancelling",
-                               event={"by": principal().name})
-            dispatch(job)
-        else:
-            job = s.transition(job.id, ["running", "pausing"], "cancelling",
-                               event={"by": principal().name})
-    elif action == "pause":
-        if job.state == "queued":
-            job = s.transition(job.id, ["queued"], "paused", event={"by": principal().name})
-        else:
-            job = s.transition(job.id, ["running"], "pausing", event={"by": principal().name})
-    else:
-        job = s.transition(job.id, ["paused"], "queued", set_fields={"reason": None},
-                           event={"by": principal().name})
+    # The rules (which state allows what, and where it leads) are service.states'.
+    move = states.action(action, job.state, has_checkpoint=job.checkpoint is not None)
+    job = s.transition(job.id, [move.source], move.target,
+                       set_fields={"reason": None} if action == "resume" else None,
+                       event={"by": principal().name})
+    if move.nudge:
         dispatch(job)
     return job_response(job, 202)
 

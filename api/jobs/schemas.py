@@ -7,11 +7,14 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from service.errors import PathRefused
+from service.kinds import names as kind_names
+from service.paths import validate_relative
+from service.states import STATES
 from vhdlib.ops import OPERATIONS as OPERATION_CLASSES
 from vhdlib.ops.options import READ, Option
-from workers.errors import PathRefused
-from workers.jobstore import JOB_TYPES, STATES
-from workers.paths import validate_relative
+
+JOB_TYPES = kind_names()
 
 NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                        error="1-64 letters, digits, '.', '_' or '-'")

@@ -72,8 +72,9 @@ def main() -> None:
     args = ap.parse_args()
     import redis
 
-    from workers.config import hash_token
-    from workers.jobstore import JobStore, new_job
+    from service.config import hash_token
+    from service.job import new_job
+    from service.store import RedisJobStore as JobStore
 
     tmp = tempfile.mkdtemp(prefix="vhdmend-bench-")
     rport, aport = free_port(), free_port()
@@ -145,9 +146,10 @@ def main() -> None:
 
 def progress_overhead(r) -> dict[str, float]:
     """Cost of one progress report (what a worker does per chunk) against one chunk's I/O."""
+    from service.config import load
+    from service.job import new_job
+    from service.store import RedisJobStore as JobStore
     from vhdlib.progress import Progress
-    from workers.config import load
-    from workers.jobstore import JobStore, new_job
     from workers.tasks import JobRun
     store = JobStore(r, prefix="benchp")
     job, _ = store.create(new_job("convert", "h", "vms", "d.vhd"))

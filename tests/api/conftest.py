@@ -8,8 +8,8 @@ import fakeredis
 import pytest
 
 from api import create_app
-from workers.config import TokenEntry, hash_token, load
-from workers.jobstore import JobStore
+from service.config import TokenEntry, hash_token, load
+from service.store import RedisJobStore as JobStore
 
 TOKENS = {
     "reader": ("read-token-0123456789", {"jobs:read"}),

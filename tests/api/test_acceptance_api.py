@@ -12,10 +12,11 @@ import time
 import pytest
 from ulid import ULID
 
+from service.config import load
+from service.job import new_job
+from service.states import STATES
 from tests.api.conftest import auth, job_body
 from workers import webhooks
-from workers.config import load
-from workers.jobstore import STATES, new_job
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.config import hash_token, load
+from service.config import hash_token, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "vhdmend.example.toml"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from service import hosts as registry
 from tests.api.conftest import auth, job_body
-from workers import registry
 
 
 def submit(client, **over):
@@ -52,12 +52,24 @@ def test_callback_secret_is_never_shown(client):
     (job_body(callback={"url": "http://127.0.0.1/y", "secret": "short"}), "callback"),
     (job_body(type="remediate", options={"archive": "old", "delete": True}), "options"),
     (job_body(type="plan", options={"operation": "explode"}), "options"),
+    (job_body(type="compact", options={"reclaim": "everything"}), "options"),
 ])
 def test_invalid_bodies_are_422_with_field_errors(client, body, field):
     resp = client.post("/v1/jobs", json=body, headers=auth())
     assert resp.status_code == 422
     assert resp.content_type == "application/problem+json"
     assert field in resp.json["errors"]
+
+
+@pytest.mark.parametrize("job_type,options", [
+    ("compact", {"reclaim": "fs"}),
+    ("convert", {"output": "x.vhdx", "reclaim": "fs"}),
+    ("remediate", {"reclaim": "zeros"}),
+])
+def test_reclaim_option_is_accepted(client, sent, job_type, options):
+    resp = client.post("/v1/jobs", json=job_body(type=job_type, options=options),
+                       headers=auth())
+    assert resp.status_code == 202, resp.json
 
 
 @pytest.mark.parametrize("data,ctype", [(b"not json", "application/json"),
@@ -184,7 +196,7 @@ def test_500_is_a_problem_without_internals(client, store, monkeypatch):
 
 
 def test_unknown_root_on_a_live_host_is_422(client, store):
-    registry.register(store.r, store.p, "h1", "w1", {"vms": "/tmp"}, ttl=60, queue="q")
+    registry.register(store, "h1", "w1", {"vms": "/tmp"}, ttl=60, queue="q")
     resp = client.post("/v1/jobs", json=job_body(root="nothere"), headers=auth())
     assert resp.status_code == 422 and resp.json["type"].endswith("/unknown_root")
     ok = client.post("/v1/jobs", json=job_body(), headers=auth())
@@ -207,7 +219,7 @@ def test_stream_sends_the_job_until_it_ends(client, store):
 ])
 def test_status_poll_json_equals_the_public_view(store, extra):
     # Given a job as a worker leaves it mid-run (progress, checkpoint, fence, chunks)
-    from workers.jobstore import new_job, public_json
+    from service.job import new_job, public_json
     job, _ = store.create(new_job("merge", "h1", "vms", "vm1/d.avhd", **extra))
     store.transition(job.id, None, "running", set_fields={
         "progress": {"done": 1, "total": 2, "percent": 50.0, "rate": 1.5, "eta_seconds": None},

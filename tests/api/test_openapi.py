@@ -27,9 +27,9 @@ def fuzz_app():
     import fakeredis
 
     from api import create_app
+    from service.config import TokenEntry, hash_token, load
+    from service.store import RedisJobStore as JobStore
     from tests.api.conftest import TOKENS
-    from workers.config import TokenEntry, hash_token, load
-    from workers.jobstore import JobStore
     settings = load({}, tokens=tuple(TokenEntry(n, hash_token(t), frozenset(s))
                                      for n, (t, s) in TOKENS.items()), plan_timeout=0.05)
     return create_app(settings, store=JobStore(fakeredis.FakeRedis(), prefix="fz"),

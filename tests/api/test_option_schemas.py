@@ -20,8 +20,8 @@ def test_openapi_documents_each_types_options() -> None:
 
     from api import create_app
     from api.openapi import build_spec
-    from workers.config import load
-    from workers.jobstore import JobStore
+    from service.config import load
+    from service.store import RedisJobStore as JobStore
     app = create_app(load({}, tokens=()), store=JobStore(fakeredis.FakeRedis(), prefix="t"),
                      dispatch=lambda job_id, host: None)
     doc = build_spec(app)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+from service import hosts as registry
 from tests.api.conftest import auth
-from workers import registry
 
 
 def test_hosts_lists_workers_roots_space_and_running_jobs(client, store, tmp_path):
-    registry.register(store.r, store.p, "h1", "w1", {"vms": str(tmp_path)}, ttl=60, queue="q1")
-    registry.register(store.r, store.p, "h1", "w2", {"vms": str(tmp_path)}, ttl=60, queue="q1")
-    registry.register(store.r, store.p, "h2", "w3", {"b": str(tmp_path)}, ttl=60, queue="q2")
+    registry.register(store, "h1", "w1", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    registry.register(store, "h1", "w2", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    registry.register(store, "h2", "w3", {"b": str(tmp_path)}, ttl=60, queue="q2")
     job = client.post("/v1/jobs", json={"type": "compact", "host": "h1", "root": "vms",
                                         "path": "d.vhd"}, headers=auth()).json
     store.transition(job["id"], ["queued"], "running")

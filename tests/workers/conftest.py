@@ -184,7 +184,7 @@ class Stack:
         from werkzeug.serving import make_server
 
         from api import create_app
-        from workers.config import TokenEntry, hash_token, load
+        from service.config import TokenEntry, hash_token, load
         settings = load({}, redis_url=self.server.url, prefix=self.prefix,
                         tokens=(TokenEntry("it", hash_token(TOKEN), frozenset({"admin"})),),
                         plan_timeout=20.0)
@@ -196,9 +196,10 @@ class Stack:
 
     def ready(self, host: str = "h1", count: int = 1) -> None:
         """Wait until ``count`` workers of ``host`` have registered."""
-        from workers import registry
-        client = self.server.client()
-        wait_for(lambda: sum(w["host"] == host for w in registry.workers(client, self.prefix))
+        from service import hosts as registry
+        from service.store import RedisJobStore
+        store = RedisJobStore(self.server.client(), prefix=self.prefix)
+        wait_for(lambda: sum(w["host"] == host for w in registry.workers(store))
                  >= count, 30, what=f"{count} worker(s) of {host}")
 
     def close(self) -> None:

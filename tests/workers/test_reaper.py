@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import fakeredis
 
-from workers.jobstore import JobStore, new_job
+from service.job import new_job
+from service.store import RedisJobStore as JobStore
 from workers.reaper import reap
 
 

@@ -6,16 +6,19 @@ import base64
 import os
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
+from service import paths
+from service.chains import redis_chain_lock as ChainLock
+from service.config import load
+from service.errors import PathRefused, UnknownRoot
+from service.job import new_job
+from service.store import RedisJobStore as JobStore
 from tests.workers.conftest import CHUNK, RATE, make_chain, wait_for
 from vhdlib import journal as vjournal
-from workers import paths, webhooks
-from workers.config import load
-from workers.errors import PathRefused, UnknownRoot
-from workers.jobstore import JobStore, new_job
-from workers.lock import ChainLock
+from workers import webhooks
 
 
 @pytest.fixture
@@ -41,7 +44,7 @@ def test_lock_is_token_owned_fenced_and_compare_and_delete(r):
 
 def test_a_stolen_lease_is_caught_by_the_fence(redis_server, tmp_path):
     # Given a merge of a real chain running in-process, paced to last a few seconds
-    from workers.tasks import JobRun, fence_journal
+    from workers.tasks import JobRun
     root = tmp_path / "root"
     chain = make_chain(root / "vm1")
     prefix = f"f{uuid.uuid4().hex[:6]}"
@@ -61,7 +64,8 @@ def test_a_stolen_lease_is_caught_by_the_fence(redis_server, tmp_path):
     redis_server.client().delete(lock.key)
     thief = lock.acquire("thief")
     assert thief is not None and thief.fence == (current.fence or 0) + 1
-    fence_journal(str(current.checkpoint and current.checkpoint["journal"]), thief.fence)
+    assert current.checkpoint is not None and current.checkpoint.journal
+    vjournal.set_fence(Path(current.checkpoint.journal), thief.fence)
     thread.join(30)
     # Then the first executor stops at its next checkpoint: it lost the job, which is not a
     # job failure; nothing was retired and the journal keeps the thief's fence

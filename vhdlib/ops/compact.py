@@ -13,16 +13,20 @@ idempotent so a resumed run ends bit-identical:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from typing import Any, ClassVar
 
-from vhdlib.errors import UsageError
+from vhdlib.chain import open as open_disk
+from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
+from vhdlib.ops import reclaim as fs_reclaim
+from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import Operation, seed_of, step
-from vhdlib.ops.options import LENIENT, Option
+from vhdlib.ops.options import LENIENT, RECLAIM, Option
 from vhdlib.ops.state import CompactState
 from vhdlib.plan import Plan
 
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SUBJECT = Option("path", str, help="a dynamic or differencing disk", positional=True,
                  required=True, form="path")
-OPTIONS = (LENIENT,)
+OPTIONS = (LENIENT, RECLAIM)
 
 
 def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
@@ -72,6 +76,29 @@ def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
     return moves, max(ends) if ends else start
 
 
+def _fs_blocks(path: str, layer: Layer, lenient: bool, block_size: int
+               ) -> tuple[list[int], dict[str, Any]]:
+    """Blocks the guest's file systems mark wholly free, for an in-place compact.
+
+    Refused on a differencing disk (a dropped block would show its parent's data, not
+    zeros) and on a disk other differencing disks depend on (their reads would change).
+    """
+    if layer.disk_type is DiskType.DIFFERENCING:
+        raise UsageError("--reclaim fs cannot compact a differencing disk in place: a dropped "
+                         "block would read its parent's data (remediate the chain instead)",
+                         path=path)
+    real = os.path.realpath(path)
+    children = find_dependents({os.path.dirname(real)}, {str(layer.link_id)}, {real})
+    if children:
+        raise DependentChildrenError("--reclaim fs changes what this disk reads, and other "
+                                     "differencing disks depend on it", path=path,
+                                     children=children)
+    with open_disk(path, lenient=lenient) as disk:
+        ranges, details = fs_reclaim.plan(disk, block_size)
+    blocks = [b for start, end in ranges for b in range(start // block_size, end // block_size)]
+    return blocks, details
+
+
 class CompactOperation(Operation[CompactState]):
     """``compact PATH``: in place, resumable."""
 
@@ -87,19 +114,24 @@ class CompactOperation(Operation[CompactState]):
         self.store: BlockStore | None = None
 
     @classmethod
-    def prepare(cls, path: str, *, lenient: bool = False, **unknown: Any) -> CompactOperation:
+    def prepare(cls, path: str, *, lenient: bool = False, reclaim: str = "zeros",
+                **unknown: Any) -> CompactOperation:
         if unknown:
             raise UsageError(f"compact: unknown option(s) {sorted(unknown)}")
+        mode = fs_reclaim.check_mode(reclaim)
         with open_layer(path, lenient=lenient) as layer:
             store = layer.block_store()
             if store is None or layer.disk_type is DiskType.FIXED:
                 raise UsageError("a fixed disk cannot be compacted (convert it to dynamic)",
                                  path=path)
+            drop, details = (_fs_blocks(path, layer, lenient, store.block_size)
+                             if mode == "fs" else ([], {}))
             state = CompactState.fresh(
-                cls.kind, path, {"path": os.path.abspath(path), "lenient": lenient},
+                cls.kind, path, {"path": os.path.abspath(path), "lenient": lenient,
+                                 "reclaim": mode},
                 format=layer.format, seed=seed_of(cls.kind, [layer]),
-                output={"path": os.path.abspath(path), "uuid": str(layer.link_id)})
-
+                output={"path": os.path.abspath(path), "uuid": str(layer.link_id)},
+                drop_blocks=tuple(drop), reclaim=details)
             allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
             plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
                         [os.path.abspath(path)])
@@ -113,18 +145,29 @@ class CompactOperation(Operation[CompactState]):
             plan.details.update({"allocated_blocks": len(allocated),
                                  "file_size": layer.file_size,
                                  "block_size": store.block_size})
+            if mode == "fs":
+                plan.details["reclaim"] = details
             op = cls(state, plan)
             op.budget.add(path, 4096, "journal")
             plan.space = op.budget.to_list()
         return op
 
+    @property
+    def _fs_mode(self) -> bool:
+        return self.state.options.get("reclaim") == "fs"
+
+    @functools.cached_property
+    def _fs_drop(self) -> frozenset[int]:
+        return frozenset(self.state.drop_blocks)
+
     def open_files(self) -> None:
         if self.layer is None:
             self.layer = open_layer(self.state.options["path"], writable=True,
                                     fmt=self.state.format)
-            # Compaction changes where blocks live, not what the disk reads: children
-            # linked to this disk's id must keep resolving to it.
-            self.layer.keep_link_id()
+            if not self._fs_mode:
+                # Compaction changes where blocks live, not what the disk reads: children
+                # linked to this disk's id must keep resolving to it.
+                self.layer.keep_link_id()
             self.store = self.layer.block_store()
 
     def flush_files(self) -> None:
@@ -146,7 +189,7 @@ class CompactOperation(Operation[CompactState]):
             spent = 0
             while i < store.block_count and spent < budget and time.monotonic() < deadline:
                 if store.slot_offset(i) is not None:
-                    if store.droppable(i):
+                    if store.droppable(i) or i in self._fs_drop:
                         store.drop(i)
                         self.update(dropped=int(self.state.dropped) + 1)
                     spent += store.block_size
@@ -173,7 +216,9 @@ class CompactOperation(Operation[CompactState]):
         else:
             store.truncate_after(int(self.state.new_end))
             assert self.layer is not None
-            self.layer.seal(bytes.fromhex(self.state.seed), keep_link_id=True)
+            # With --reclaim fs the content changed (free blocks now read zeros): a new
+            # link id makes any child left elsewhere fail to resolve.
+            self.layer.seal(bytes.fromhex(self.state.seed), keep_link_id=not self._fs_mode)
             self.next_phase()
 
     def result(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the output's metadata, ``publish`` it under its name. The sources are only read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -22,9 +23,9 @@ from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
-from vhdlib.ops import output, windows
+from vhdlib.ops import output, reclaim, windows
 from vhdlib.ops.operation import Operation, step
-from vhdlib.ops.options import LENIENT, NEW_DISK, Option
+from vhdlib.ops.options import LENIENT, NEW_DISK, RECLAIM, Option
 from vhdlib.ops.state import CopyState
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
@@ -38,7 +39,7 @@ SUBJECT = Option("src", str, help="source disk (for a chain: the newest file)", 
 OPTIONS = (
     Option("output", str, None, "the new file (must not exist)", positional=True,
            required=True, form="path", metavar="dst"),
-    *NEW_DISK, LENIENT,
+    *NEW_DISK, RECLAIM, LENIENT,
 )
 
 
@@ -72,12 +73,19 @@ class CopyOperation(Operation[CopyState]):
             timestamp=int(options.get("timestamp") or time.time()),
             sparse=bool(options.get("sparse")))
         spec.validate()
+        drop: tuple[tuple[int, ...], ...] = ()
+        details: dict[str, Any] = {}
+        if reclaim.check_mode(options.get("reclaim")) == "fs":
+            unit = reclaim.granule(spec.block_size, spec.type == "dynamic")
+            ranges, details = reclaim.plan(disk, unit)
+            drop = tuple(tuple(r) for r in ranges)
         state = CopyState.fresh(
             cls.kind, dest, options,
             inputs=tuple(layer.identity().to_dict() for layer in disk.layers),
             chain=tuple(os.path.abspath(p) for p in disk.chain), output_spec=spec.to_dict(),
             output={"path": os.path.abspath(dest), "uuid": spec.uuid},
-            destination=os.path.abspath(dest), partial=os.path.abspath(dest) + PARTIAL)
+            destination=os.path.abspath(dest), partial=os.path.abspath(dest) + PARTIAL,
+            drop=drop, reclaim=details)
         return state, spec
 
     def _copy_plan_steps(self, disk: Disk, spec: output.OutputSpec) -> int:
@@ -101,6 +109,8 @@ class CopyOperation(Operation[CopyState]):
         self.plan.details.update({"data_bytes": data, "data_blocks": blocks,
                                   "virtual_size": disk.virtual_size,
                                   "output": spec.to_dict(), "output_bytes": need})
+        if self.state.reclaim:
+            self.plan.details["reclaim"] = self.state.reclaim
         return data
 
     # --- files --------------------------------------------------------------------------
@@ -108,6 +118,11 @@ class CopyOperation(Operation[CopyState]):
     @property
     def spec(self) -> output.OutputSpec:
         return output.OutputSpec.from_dict(dict(self.state.output_spec))
+
+    @functools.cached_property
+    def _drop(self) -> list[list[int]]:
+        # Lists, as windows.process_window bisects them (the journal gives tuples back).
+        return [list(r) for r in self.state.drop]
 
     def open_files(self) -> None:
         phase = self.state.phase
@@ -195,7 +210,8 @@ class CopyOperation(Operation[CopyState]):
         source, out = self.source, self.out
 
         def copy(index: int) -> int:
-            crc, read, _ = windows.process_window(source, index, out.write, self._buf)
+            crc, read, _ = windows.process_window(source, index, out.write, self._buf,
+                                                  drop=self._drop)
             if read:
                 self.update(digests={**self.state.digests, str(index): crc})
             return read
@@ -297,7 +313,8 @@ class ConvertOperation(CopyOperation):
     def prepare(cls, source: str, output: str | None = None, *, type: str = "fixed",
                 format: str | None = None, block_size: int | None = None,
                 sparse: bool = False, lenient: bool = False, uuid: str | None = None,
-                timestamp: int | None = None, **unknown: Any) -> ConvertOperation:
+                timestamp: int | None = None, reclaim: str = "zeros",
+                **unknown: Any) -> ConvertOperation:
         if unknown:
             raise UsageError(f"convert: unknown option(s) {sorted(unknown)}")
         if not output:
@@ -310,7 +327,8 @@ class ConvertOperation(CopyOperation):
         fmt = format or formats.name_from_suffix(dest)
         options = {"source": os.path.abspath(source), "output": dest, "type": type,
                    "format": fmt, "block_size": block_size, "sparse": sparse,
-                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp}
+                   "lenient": lenient, "uuid": uuid, "timestamp": timestamp,
+                   "reclaim": reclaim}
         with open_disk(source, lenient=lenient) as disk:
             state, spec = cls._prepare_copy(disk, dest, options)
             plan = Plan(cls.kind, dest, list(state.chain), [dest])

@@ -138,6 +138,10 @@ UUID = Option("uuid", str, None, "the new disk's UUID (default random): for repr
 TIMESTAMP = Option("timestamp", int, None, "the new disk's creation time, Unix seconds "
                    "(default now): for reproducible output", metavar="UNIX_SECONDS",
                    minimum=TIMESTAMP_RANGE[0], maximum=TIMESTAMP_RANGE[1])
+RECLAIM = Option("reclaim", str, "zeros", "zeros: drop all-zero blocks (default); fs: also "
+                 "drop blocks the guest's NTFS/ext2/3/4 file systems mark wholly free "
+                 "(partitions in doubt are kept whole; --plan says why)",
+                 choices=("zeros", "fs"))
 #: A new disk's options (convert and remediate).
 NEW_DISK = (TYPE, FORMAT, BLOCK_SIZE, SPARSE, UUID, TIMESTAMP)
 #: Reading a disk (inspect): only leniency.

@@ -23,7 +23,7 @@ from vhdlib.ops import retire
 from vhdlib.ops.convert import CopyOperation
 from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import step
-from vhdlib.ops.options import ARCHIVE, DELETE, LENIENT, NEW_DISK, Option
+from vhdlib.ops.options import ARCHIVE, DELETE, LENIENT, NEW_DISK, RECLAIM, Option
 from vhdlib.plan import Plan
 from vhdlib.space import volume_of
 
@@ -36,7 +36,7 @@ OPTIONS = (
     Option("force", bool, False, "go ahead when other differencing disks depend on a disk "
            "of the chain (they lose their parent; --output leaves the chain in place "
            "instead)"),
-    ARCHIVE, DELETE, LENIENT,
+    RECLAIM, ARCHIVE, DELETE, LENIENT,
 )
 
 
@@ -54,7 +54,7 @@ class RemediateOperation(CopyOperation):
                 format: str | None = None, archive: str | None = None, delete: bool = False,
                 block_size: int | None = None, sparse: bool = False, lenient: bool = False,
                 uuid: str | None = None, timestamp: int | None = None, force: bool = False,
-                **unknown: Any) -> RemediateOperation:
+                reclaim: str = "zeros", **unknown: Any) -> RemediateOperation:
         if unknown:
             raise UsageError(f"remediate: unknown option(s) {sorted(unknown)}")
         if archive and delete:
@@ -66,7 +66,7 @@ class RemediateOperation(CopyOperation):
             "newest": os.path.abspath(newest), "output": output and os.path.abspath(output),
             "type": type, "format": format, "archive": archive and os.path.abspath(archive),
             "delete": delete, "block_size": block_size, "sparse": sparse, "lenient": lenient,
-            "uuid": uuid, "timestamp": timestamp}
+            "uuid": uuid, "timestamp": timestamp, "reclaim": reclaim}
         with open_disk(newest, lenient=lenient) as disk:
             # The destination depends on the base, known once the chain is open.
             base = os.path.abspath(disk.base.path)

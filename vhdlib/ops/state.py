@@ -91,6 +91,10 @@ class CompactState(State):
     #: ``(block, from, to)`` moves, computed once after the drop phase.
     moves: tuple[tuple[int, ...], ...] = ()
     new_end: int = 0
+    #: ``--reclaim fs``: the blocks the guest's file systems mark wholly free, and the
+    #: per-partition report of the scan that found them.
+    drop_blocks: tuple[int, ...] = ()
+    reclaim: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ class CopyState(State):
     base: str = ""
     archive_dir: str = ""
     archived: tuple[str, ...] = ()
+    #: ``--reclaim fs``: the byte ranges ``[start, end)`` the guest's file systems mark
+    #: wholly free (left out of the copy), and the per-partition report of the scan.
+    drop: tuple[tuple[int, ...], ...] = ()
+    reclaim: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:

@@ -18,10 +18,11 @@ zero pieces.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
@@ -37,6 +38,8 @@ _ZERO_PIECE = bytes(PIECE)
 
 #: ``sink(offset, data)`` receives every non-zero run, in increasing offset order.
 Sink = Callable[[int, memoryview], None]
+#: Sorted, disjoint ``[start, end)`` byte ranges a copy leaves out (file-system reclaim).
+DropRanges = Sequence[list[int]]
 
 
 def _data_extents(disk: Disk, start: int, end: int) -> list[Extent]:
@@ -223,13 +226,34 @@ def digest_update(crc: int, offset: int, data: memoryview | bytes | bytearray) -
     return crc32c(data, crc)
 
 
+def _kept(start: int, end: int, drop: DropRanges | None) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` less the ``drop`` ranges (sorted, disjoint, PIECE-aligned)."""
+    if not drop:
+        yield start, end
+        return
+    i = max(0, bisect.bisect_right(drop, [start, 1 << 62]) - 1)
+    pos = start
+    while i < len(drop) and drop[i][0] < end:
+        lo, hi = drop[i]
+        if hi > pos:
+            if lo > pos:
+                yield pos, lo
+            pos = max(pos, hi)
+        i += 1
+    if pos < end:
+        yield pos, end
+
+
 def process_window(disk: Disk, index: int, sink: Sink | None,
                    buf: bytearray | None = None,
-                   read_from: Disk | None = None) -> tuple[int, int, int]:
+                   read_from: Disk | None = None,
+                   drop: DropRanges | None = None) -> tuple[int, int, int]:
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source.
+    ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
+    written nor digested, so verification requires the output to read zeros there.
     Returns ``(digest, bytes_read, bytes_written)``.
     """
     crc = 0
@@ -246,13 +270,14 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
             data = rbuf.data
             mv = memoryview(data)
             try:
-                for a, b in _nonzero_runs(data, off, length, base):
-                    piece = mv[base + a:base + b]
-                    crc = digest_update(crc, off + a, piece)
-                    if sink is not None:
-                        sink(off + a, piece)
-                        written += b - a
-                    piece.release()
+                for run_a, run_b in _nonzero_runs(data, off, length, base):
+                    for a, b in _kept(off + run_a, off + run_b, drop):
+                        piece = mv[base + a - off:base + b - off]
+                        crc = digest_update(crc, a, piece)
+                        if sink is not None:
+                            sink(a, piece)
+                            written += b - a
+                        piece.release()
             finally:
                 mv.release()
         return crc, read, written

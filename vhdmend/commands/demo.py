@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import vhdlib
-from vhdlib.errors import UsageError
 from vhdmend.commands.common import add_json, common_parent
+from vhdmend.commands.demo_files import demo_folder, print_sizes, sizes_of
 from vhdmend.commands.operations import TYPES, run_with_progress
 from vhdmend.output import emit_json, note
 from vhdmend.sizes import human_size, size_arg
@@ -46,38 +42,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _sizes(paths: list[Path]) -> dict[str, Any]:
-    files = []
-    for path in paths:
-        st = os.stat(path)
-        files.append({"path": str(path), "file_size": st.st_size,
-                      "allocated_bytes": st.st_blocks * 512})
-    return {"files": files,
-            "file_size": sum(f["file_size"] for f in files),
-            "allocated_bytes": sum(f["allocated_bytes"] for f in files)}
-
-
-def _print_sizes(title: str, sizes: dict[str, Any]) -> None:
-    print(f"{title}:")
-    for f in sizes["files"]:
-        print(f"  {Path(f['path']).name:<52} file {human_size(f['file_size']):>10}   "
-              f"allocated {human_size(f['allocated_bytes']):>10}")
-    print(f"  {'total':<52} file {human_size(sizes['file_size']):>10}   "
-          f"allocated {human_size(sizes['allocated_bytes']):>10}")
-
-
-def demo_folder(path: str | None) -> Path:
-    """``--dir`` (created, must be empty) or a new temporary folder."""
-    if path:
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        if any(folder.iterdir()):
-            raise UsageError("not empty; give a new or empty folder for the demo",
-                             path=str(folder))
-        return folder
-    return Path(tempfile.mkdtemp(prefix="vhdmend-demo-"))
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from vhdlib import demo, ops
 
@@ -92,9 +56,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     newest = chain[-1]
     with vhdlib.open(newest) as disk:
         virtual_size = disk.virtual_size
-    before = _sizes(chain)
+    before = sizes_of(chain)
     if not quiet:
-        _print_sizes("before (the chain)", before)
+        print_sizes("before (the chain)", before)
 
     op = ops.prepare("remediate", str(newest), output=None, type=args.type, archive=None,
                      delete=False)
@@ -103,7 +67,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = chain[0]  # the result takes the base disk's name
     with vhdlib.open(result) as disk:
         after_info = disk.info()
-    after = _sizes([result])
+    after = sizes_of([result])
     saved = before["allocated_bytes"] - after["allocated_bytes"]
     if args.json:
         emit_json({"folder": str(folder), "virtual_size": virtual_size, "before": before,
@@ -111,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    "archive": outcome.get("archive")})
         return 0
     if not quiet:
-        _print_sizes(f"after (one {after_info.get('type')} disk)", after)
+        print_sizes(f"after (one {after_info.get('type')} disk)", after)
         pct = 100 * saved / before["allocated_bytes"] if before["allocated_bytes"] else 0.0
         print(f"virtual size {human_size(virtual_size)}: the result takes "
               f"{human_size(max(saved, 0))} ({pct:.0f}%) less space on the volume than the "

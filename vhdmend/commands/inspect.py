@@ -8,7 +8,7 @@ from typing import Any
 
 import vhdlib
 from vhdmend.commands.common import add_json, add_lenient, common_parent
-from vhdmend.output import emit_json, print_mapping
+from vhdmend.output import emit_json, print_mapping, print_volumes
 from vhdmend.sizes import human_size
 
 NAMES = ("info", "map", "check")
@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", parents=[parent], help="describe a disk and its chain",
                        description="Describe a VHD/VHDX disk and its whole differencing chain.")
     p.add_argument("path", help="the disk (for a chain: the newest file)")
+    p.add_argument("--fs", action="store_true",
+                   help="also read the guest's partitions and file systems (free space, "
+                        "or why a partition would be kept whole by --reclaim fs)")
     add_lenient(p)
     add_json(p)
     p.set_defaults(func=cmd_info)
@@ -47,10 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     with vhdlib.open(args.path, lenient=args.lenient) as disk:
         info = disk.info()
+        if args.fs:
+            from vhdlib.volume import scan
+            info["volumes"] = scan(disk).to_dict()
     if args.json:
         emit_json(info)
     else:
-        print_info(info)
+        print_info({k: v for k, v in info.items() if k != "volumes"})
+        if "volumes" in info:
+            print_volumes(info["volumes"])
     return 0
 
 

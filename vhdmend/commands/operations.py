@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vhdlib.ops.output import TYPES
 from vhdmend.commands.common import add_plan, common_parent
 from vhdmend.commands.declared import add_option, add_options, given
-from vhdmend.output import emit_json, note, print_mapping, print_plan
+from vhdmend.output import emit_json, note, print_mapping, print_plan, print_volumes
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ def execute(args: argparse.Namespace, op: Operation) -> int:
             emit_json(plan)
         else:
             print_plan(plan)
+            if plan["details"].get("reclaim"):
+                print_volumes(plan["details"]["reclaim"])
         return 0
     data = run_with_progress(op, quiet=args.quiet or args.json)
     status = data.pop("status", "done")

@@ -37,7 +37,7 @@ from typing import Any
 
 import vhdlib
 from vhdlib.errors import Cancelled, VhdlibError
-from vhdmend.commands.demo import _print_sizes, _sizes, demo_folder
+from vhdmend.commands.demo_files import demo_folder, print_sizes, sizes_of
 from vhdmend.output import emit_json, error_line, note
 from vhdmend.sizes import human_size
 
@@ -261,9 +261,9 @@ def cmd_stack_demo(args: argparse.Namespace) -> int:
          f"({human_size(args.size)} virtual)", quiet=quiet)
     chain = demo.make_bloated_chain(folder, size=args.size, fmt=args.format)
     newest = chain[-1]
-    before = _sizes(chain)
+    before = sizes_of(chain)
     if not quiet:
-        _print_sizes("before (the chain)", before)
+        print_sizes("before (the chain)", before)
 
     state_dir = Path(tempfile.mkdtemp(prefix="vhdmend-stack-"))
     stack = Stack(folder, state_dir)
@@ -336,7 +336,7 @@ def _report(args: argparse.Namespace, folder: Path, chain: list[Path],
         disk_type = disk.info().get("type")
     result_sha, result_size = content_sha256(base)
     match = result_sha == chain_sha and result_size == virtual_size
-    after = _sizes([base])
+    after = sizes_of([base])
     saved = before["allocated_bytes"] - after["allocated_bytes"]
     summary.update(after=after, saved_bytes=saved, result={"type": disk_type, "layers": layers},
                    sha256={"chain": chain_sha, "result": result_sha, "match": match})
@@ -344,7 +344,7 @@ def _report(args: argparse.Namespace, folder: Path, chain: list[Path],
         emit_json(summary)
     elif not quiet:
         print(f"job {job['id']}: {state} in {seconds:.1f} s")
-        _print_sizes(f"after (one {disk_type} disk)", after)
+        print_sizes(f"after (one {disk_type} disk)", after)
         pct = 100 * saved / before["allocated_bytes"] if before["allocated_bytes"] else 0.0
         print(f"virtual size {human_size(virtual_size)}: the result takes "
               f"{human_size(max(saved, 0))} ({pct:.0f}%) less space on the volume than the "

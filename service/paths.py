@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 
-from workers.errors import PathRefused, UnknownRoot
+from service.errors import PathRefused, UnknownRoot
 
 log = logging.getLogger(__name__)
 

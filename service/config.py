@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workers.errors import ClientError
+from service.errors import ClientError
 
 log = logging.getLogger(__name__)
 

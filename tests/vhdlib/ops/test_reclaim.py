@@ -1,0 +1,250 @@
+"""--reclaim fs end to end: guest disks built by e2fsprogs, ntfs-3g and sgdisk, made into
+VHD/VHDX by qemu-img (and a chain by vhdmend), then converted, remediated and compacted.
+
+After the operation: every block the guest tools call wholly free is gone (qemu-img map
+shows no data there) and reads zeros, every other byte is identical, e2fsck -fn and
+ntfsfix -n are clean on the result, and every file reads identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vhdlib
+from tests.conftest import require_tool
+from tests.vhdlib.ops.test_resume import run_with_crashes
+from tests.vhdlib.volume import guests
+from vhdlib import ops
+from vhdlib.errors import DependentChildrenError, UsageError
+from vhdlib.formats import open_layer
+
+MiB = guests.MiB
+SIZE = 80 * MiB
+NTFS_AT, NTFS_LEN = MiB, 40 * MiB
+EXT_AT, EXT_LEN = 41 * MiB, 36 * MiB
+IDS = {"uuid": "0f0e0d0c-0b0a-0908-0706-050403020100", "timestamp": 1750000000}
+
+
+def _disk(tmp: Path, name: str, ntfs: Path, ext: Path) -> Path:
+    disk = tmp / name
+    guests.stale(disk, SIZE, seed=9)
+    guests.run("sgdisk", "-o", "-n", f"1:{NTFS_AT // 512}:+{NTFS_LEN // 512}", "-t", "1:0700",
+               "-n", f"2:{EXT_AT // 512}:+{EXT_LEN // 512}", "-t", "2:8300", disk)
+    guests.place(disk, NTFS_AT, ntfs)
+    guests.place(disk, EXT_AT, ext)
+    return disk
+
+
+def _truth(ntfs: Path, ext: Path) -> list[tuple[int, int]]:
+    return guests.merge([(NTFS_AT + s, NTFS_AT + e) for s, e in guests.ntfs_free(ntfs)]
+                        + [(EXT_AT + s, EXT_AT + e) for s, e in guests.dumpe2fs_free(ext)])
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``before``: the base's guest; ``after``: the same guest once it deleted a 6 MiB file
+    on ext4 and wrote a new file on NTFS (what a snapshot child holds)."""
+    tmp = tmp_path_factory.mktemp("reclaim")
+    src = guests.files(tmp / "src", {"keep": 3 * MiB + 5, "more": 6 * MiB, "gone": 9 * MiB,
+                                     "new": 2 * MiB})
+    ntfs = tmp / "ntfs.img"
+    guests.stale(ntfs, NTFS_LEN, seed=2)
+    guests.mkntfs(ntfs, 4096, "-p", str(NTFS_AT // 512))
+    guests.ntfscp(ntfs, src / "keep", "keep")
+    ext = tmp / "ext.img"
+    guests.stale(ext, EXT_LEN, seed=4)
+    guests.mke2fs(ext, "-t", "ext4", src=src)
+    guests.debugfs_w(ext, "rm gone", "rm new")
+    before = _disk(tmp, "before.img", ntfs, ext)
+    truth_before = _truth(ntfs, ext)
+    guests.debugfs_w(ext, "rm more")
+    guests.ntfscp(ntfs, src / "new", "new")
+    after = _disk(tmp, "after.img", ntfs, ext)
+    return {"tmp": tmp, "src": src, "before": before, "after": after,
+            "truth_before": truth_before, "truth_after": _truth(ntfs, ext)}
+
+
+def qemu_convert(src: Path, dest: Path, fmt: str, *opts: str, src_fmt: str = "raw") -> Path:
+    require_tool("qemu-img")
+    subprocess.run(["qemu-img", "convert", "-f", src_fmt, "-O", fmt, *opts, str(src),
+                    str(dest)], check=True)
+    return dest
+
+
+def data_ranges(path: Path, fmt: str) -> list[tuple[int, int]]:
+    """Ranges allocated in the image: as qemu-img map reports them for VHD; qemu's VHDX
+    driver reports no block status (all "data"), so vhdlib's map is used there."""
+    if fmt == "vhdx":
+        with vhdlib.open(str(path)) as disk:
+            return [(e.offset, e.end) for e in disk.extents() if e.kind.value == "data"]
+    out = subprocess.run(["qemu-img", "map", "--output=json", str(path)], check=True,
+                         capture_output=True).stdout
+    return [(e["start"], e["start"] + e["length"]) for e in json.loads(out) if e["data"]]
+
+
+def wholly_free_blocks(truth: list[tuple[int, int]], block: int) -> set[int]:
+    return {b for s, e in truth for b in range(-(-s // block), e // block)}
+
+
+def check_result(result: Path, fmt: str, reference: Path, truth: list[tuple[int, int]],
+                 block: int, guest: dict, *, dynamic: bool = True) -> int:
+    """Everything the module docstring promises; returns how many blocks were dropped."""
+    raw = qemu_convert(result, result.with_suffix(".check.raw"), "raw",
+                       src_fmt={"vhd": "vpc"}.get(fmt, fmt))
+    out, ref = raw.read_bytes(), reference.read_bytes()
+    free = wholly_free_blocks(truth, block)
+    assert free
+    for b in range(len(ref) // block):
+        got, want = out[b * block:(b + 1) * block], ref[b * block:(b + 1) * block]
+        if b in free:
+            assert got.count(0) == len(got), f"free block {b} not dropped"
+        else:
+            assert got == want, f"kept block {b} differs"
+    if dynamic:
+        for s, e in data_ranges(result, fmt):
+            assert not any(s < (b + 1) * block and b * block < e for b in free), (s, e)
+    # The guest's own checkers and readers on the result's partitions.
+    part_dir = result.parent / (result.name + ".parts")
+    part_dir.mkdir()
+    ntfs, ext = part_dir / "ntfs.img", part_dir / "ext.img"
+    ntfs.write_bytes(out[NTFS_AT:NTFS_AT + NTFS_LEN])
+    ext.write_bytes(out[EXT_AT:EXT_AT + EXT_LEN])
+    guests.run("e2fsck", "-fn", ext)
+    guests.run("ntfsfix", "-n", ntfs)
+    src = guest["src"]
+    for name in ("keep",):
+        dumped = part_dir / f"{name}.ext"
+        guests.run("debugfs", "-R", f"dump /{name} {dumped}", ext)
+        assert dumped.read_bytes() == (src / name).read_bytes()
+        assert guests.run("ntfscat", ntfs, name) == (src / name).read_bytes()
+    return len(free)
+
+
+@pytest.mark.parametrize(("fmt", "qemu_opts", "out_type", "block"), [
+    ("vhdx", ("-o", "subformat=dynamic,block_size=1M"), "dynamic", MiB),
+    ("vhd", ("-o", "subformat=dynamic"), "dynamic", 2 * MiB),
+    ("vhd", ("-o", "subformat=dynamic"), "fixed", MiB),
+])
+def test_convert_drops_free_blocks(guest: dict, tmp_path: Path, fmt: str,
+                                   qemu_opts: tuple[str, ...], out_type: str,
+                                   block: int) -> None:
+    src = qemu_convert(guest["before"], tmp_path / f"src.{fmt}", {"vhd": "vpc"}.get(fmt, fmt),
+                       *qemu_opts)
+    out = tmp_path / f"out.{fmt}"
+    op = ops.prepare("convert", str(src), str(out), type=out_type, reclaim="fs",
+                     block_size=block if out_type == "dynamic" else None, **IDS)
+    report = op.plan.details["reclaim"]
+    assert [p["file_system"] for p in report["partitions"]] == ["ntfs", "ext4"]
+    op.run()
+    dropped = check_result(out, fmt, guest["before"], guest["truth_before"], block, guest,
+                           dynamic=out_type == "dynamic")
+    assert report["dropped_bytes"] == dropped * block
+    if out_type == "dynamic":
+        zeros = tmp_path / f"zeros.{fmt}"
+        ops.prepare("convert", str(src), str(zeros), type=out_type, block_size=block,
+                    **IDS).run()
+        assert os.path.getsize(out) < os.path.getsize(zeros) - 10 * MiB
+
+
+def _child_with(base: Path, after: Path, child: Path) -> None:
+    """A differencing child (vhdmend create) holding every 64 KiB that changed."""
+    subprocess.run([sys.executable, "-m", "vhdmend", "create", str(child), "--type",
+                    "differencing", "--parent", str(base)], check=True, capture_output=True)
+    old, new = guests.peek(base.with_suffix(".img"), 0, SIZE), after.read_bytes()
+    with open_layer(str(child), writable=True) as layer:
+        for at in range(0, SIZE, 64 << 10):
+            if old[at:at + (64 << 10)] != new[at:at + (64 << 10)]:
+                layer.write(at, new[at:at + (64 << 10)])
+        layer.flush()
+
+
+def test_remediate_a_chain_reclaims_what_the_newest_guest_freed(guest: dict,
+                                                                tmp_path: Path) -> None:
+    """The base still holds the file the child's guest deleted: remediate reads the
+    newest view, so those blocks go too, and the new file written in the child stays."""
+    base_raw = tmp_path / "base.img"
+    base_raw.write_bytes(guest["before"].read_bytes())
+    base = qemu_convert(base_raw, tmp_path / "base.vhd", "vpc", "-o", "subformat=dynamic")
+    child = tmp_path / "child.vhd"
+    _child_with(base, guest["after"], child)
+    with vhdlib.open(str(child)) as disk:
+        assert disk.read(0, SIZE) == guest["after"].read_bytes()
+    out = tmp_path / "new.vhdx"
+    ops.prepare("remediate", str(child), str(out), type="dynamic", reclaim="fs",
+                block_size=MiB, **IDS).run()
+    check_result(out, "vhdx", guest["after"], guest["truth_after"], MiB, guest)
+    assert guests.run("ntfscat", out.parent / "new.vhdx.parts" / "ntfs.img", "new") == (
+        guest["src"] / "new").read_bytes()
+    # What the base's guest still used but the newest guest freed is reclaimed.
+    newly = (wholly_free_blocks(guest["truth_after"], MiB)
+             - wholly_free_blocks(guest["truth_before"], MiB))
+    assert len(newly) >= 4  # the 6 MiB file
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), [
+    ("vhd", "subformat=dynamic", 2 * MiB), ("vhdx", "subformat=dynamic,block_size=1M", MiB)])
+def test_compact_in_place(guest: dict, tmp_path: Path, fmt: str, opts: str,
+                          block: int) -> None:
+    path = qemu_convert(guest["before"], tmp_path / f"disk.{fmt}",
+                        {"vhd": "vpc"}.get(fmt, fmt), "-o", opts)
+    twin = tmp_path / f"twin.{fmt}"
+    twin.write_bytes(path.read_bytes())
+    ops.prepare("compact", str(twin)).run()
+    op = ops.prepare("compact", str(path), reclaim="fs")
+    assert op.plan.details["reclaim"]["reclaimable_blocks"] > 10
+    result = op.run()
+    assert result["dropped_blocks"] >= op.plan.details["reclaim"]["reclaimable_blocks"]
+    assert os.path.getsize(path) < os.path.getsize(twin) - 10 * MiB
+    guests.run("vhdiinfo", path)  # libvhdi opens the compacted file
+    check_result(path, fmt, guest["before"], guest["truth_before"], block, guest)
+
+
+def test_compact_refuses_a_differencing_disk(guest: dict, tmp_path: Path) -> None:
+    base = qemu_convert(guest["before"], tmp_path / "base.vhd", "vpc", "-o",
+                        "subformat=dynamic")
+    child = tmp_path / "child.vhd"
+    subprocess.run([sys.executable, "-m", "vhdmend", "create", str(child), "--type",
+                    "differencing", "--parent", str(base)], check=True, capture_output=True)
+    with pytest.raises(UsageError, match="parent's data"):
+        ops.prepare("compact", str(child), reclaim="fs")
+    # ... and the base, which the child depends on.
+    with pytest.raises(DependentChildrenError):
+        ops.prepare("compact", str(base), reclaim="fs")
+    ops.prepare("compact", str(base))  # zeros stays allowed: it changes no content
+
+
+def test_unknown_mode_is_a_usage_error(guest: dict, tmp_path: Path) -> None:
+    src = qemu_convert(guest["before"], tmp_path / "src.vhdx", "vhdx")
+    with pytest.raises(UsageError, match="reclaim"):
+        ops.prepare("convert", str(src), str(tmp_path / "o.vhdx"), reclaim="all")
+
+
+def test_crash_and_resume_is_bit_identical(guest: dict, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    src = qemu_convert(guest["before"], tmp_path / "src.vhdx", "vhdx", "-o",
+                       "subformat=dynamic,block_size=1M")
+    a, b = tmp_path / "a.vhdx", tmp_path / "b.vhdx"
+    ops.prepare("convert", str(src), str(a), type="dynamic", block_size=MiB, reclaim="fs",
+                **IDS).run(chunk_bytes=256 << 10)
+    op = ops.prepare("convert", str(src), str(b), type="dynamic", block_size=MiB,
+                     reclaim="fs", **IDS)
+    assert run_with_crashes(monkeypatch, op, seed=13) >= 1
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_cli_info_fs_and_plan(guest: dict, tmp_path: Path) -> None:
+    path = qemu_convert(guest["before"], tmp_path / "disk.vhdx", "vhdx")
+    env = {**os.environ}
+    out = subprocess.run([sys.executable, "-m", "vhdmend", "info", "--fs", "--json",
+                          str(path)], check=True, capture_output=True, env=env).stdout
+    volumes = json.loads(out)["volumes"]
+    assert [p["file_system"] for p in volumes["partitions"]] == ["ntfs", "ext4"]
+    text = subprocess.run([sys.executable, "-m", "vhdmend", "compact", "--reclaim", "fs",
+                           "--plan", str(path)], check=True, capture_output=True,
+                          text=True).stdout
+    assert "ntfs, clusters 4.0 KiB" in text and "reclaimable" in text

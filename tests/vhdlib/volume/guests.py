@@ -1,0 +1,129 @@
+"""Guest disks built with tools nobody here wrote (e2fsprogs, ntfs-3g, gdisk, fdisk), and
+their own view of free space (dumpe2fs, ntfscat -i 6), for the volume-layer tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tests.conftest import require_tool
+
+MiB = 1024 * 1024
+
+
+def run(*args: str | os.PathLike[str], input: bytes | None = None) -> bytes:
+    """Run a tool; a failure shows its output."""
+    require_tool(str(args[0]))
+    proc = subprocess.run([str(a) for a in args], input=input, capture_output=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}): {proc.stderr.decode()}"
+                             f"{proc.stdout.decode()}")
+    return proc.stdout
+
+
+def stale(path: Path, size: int, seed: int = 1) -> None:
+    """A file of ``size`` bytes of non-zero junk, standing for deleted data in free space."""
+    block = bytes((seed * 37 + i * 151) % 251 + 1 for i in range(4096)) * 256  # 1 MiB
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.write(block[:size % len(block)])
+
+
+def files(folder: Path, sizes: dict[str, int]) -> Path:
+    """A source tree of files with random content."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, size in sizes.items():
+        (folder / name).write_bytes(os.urandom(size))
+    return folder
+
+
+def mke2fs(path: Path, *options: str, src: Path | None = None, blocks: str = "") -> None:
+    """mke2fs over whatever ``path`` holds (``-E nodiscard`` keeps the stale bytes)."""
+    args = ["mke2fs", "-F", "-q", "-E", "nodiscard", *options]
+    if src is not None:
+        args += ["-d", str(src)]
+    args.append(str(path))
+    if blocks:
+        args.append(blocks)
+    run(*args)
+
+
+def debugfs_w(path: Path, *requests: str) -> None:
+    for request in requests:
+        run("debugfs", "-w", "-R", request, path)
+
+
+def dumpe2fs_free(path: Path) -> list[tuple[int, int]]:
+    """Free byte ranges of an ext2/3/4 image as dumpe2fs lists them ("Free blocks:")."""
+    out = run("dumpe2fs", path).decode()
+    bsize = int(re.search(r"^Block size:\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    cluster = re.search(r"^Cluster size:\s+(\d+)", out, re.M)
+    # With bigalloc dumpe2fs prints each free cluster by its first block number.
+    ratio = int(cluster.group(1)) // bsize if cluster else 1
+    ranges = []
+    for line in re.findall(r"^\s+Free blocks: (.*)$", out, re.M):
+        for item in filter(None, (x.strip() for x in line.split(","))):
+            lo, _, hi = item.partition("-")
+            first, last = int(lo), int(hi or lo)
+            ranges.append((first * bsize, (last + ratio) * bsize))
+    return merge(ranges)
+
+
+def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(e, out[-1][1]))
+        else:
+            out.append((s, e))
+    return out
+
+
+def mkntfs(path: Path, cluster: int | None = None, *extra: str) -> None:
+    """A quick format (-Q) over whatever ``path`` holds."""
+    args = ["mkntfs", "-Q", "-F", "-q"]
+    if cluster:
+        args += ["-c", str(cluster)]
+    run(*args, *extra, path)
+
+
+def ntfscp(path: Path, src: Path, dest: str) -> None:
+    run("ntfscp", "-f", path, src, dest)
+
+
+def ntfs_free(path: Path) -> list[tuple[int, int]]:
+    """Free byte ranges from the $Bitmap as ntfs-3g reads it (``ntfscat -i 6``), with the
+    cluster count from ``ntfsinfo -m``; decoded bit by bit, independently of vhdlib."""
+    info = run("ntfsinfo", "-m", path).decode()
+    cluster = int(re.search(r"Cluster Size: (\d+)", info).group(1))  # type: ignore[union-attr]
+    size = int(re.search(r"Volume Size in Clusters: (\d+)", info).group(1))  # type: ignore[union-attr]
+    bitmap = run("ntfscat", "-i", "6", path)
+    ranges = []
+    for c in range(size):
+        if not bitmap[c // 8] & (1 << (c % 8)):
+            ranges.append((c * cluster, (c + 1) * cluster))
+    return merge(ranges)
+
+
+def place(disk: Path, offset: int, volume: Path) -> None:
+    """Copy a volume image into a disk image at ``offset`` (as dd conv=notrunc would)."""
+    with open(disk, "r+b") as out, open(volume, "rb") as src:
+        out.seek(offset)
+        while chunk := src.read(MiB):
+            out.write(chunk)
+
+
+def patch(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def peek(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)

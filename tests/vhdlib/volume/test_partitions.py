@@ -1,0 +1,164 @@
+"""Partition tables written by sgdisk and sfdisk, read back; damaged ones kept."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tests.vhdlib.volume import guests
+from vhdlib.volume import FileDisk, scan
+from vhdlib.volume.errors import VolumeChecksumError, VolumeStructureError
+from vhdlib.volume.partitions import read_table
+
+MiB = guests.MiB
+
+
+def gpt_disk(tmp_path: Path, size: int = 64 * MiB) -> Path:
+    disk = tmp_path / "gpt.img"
+    guests.stale(disk, size)
+    guests.run("sgdisk", "-o", "-n", "1:2048:+16M", "-t", "1:0700", "-c", "1:data",
+               "-n", "2:0:+20M", "-t", "2:8300", "-n", "3:0:0", "-t", "3:8e00", disk)
+    return disk
+
+
+def sfdisk_parts(disk: Path) -> list[tuple[int, int, str]]:
+    """(start byte, length, type) of each partition as sfdisk reads them."""
+    table = json.loads(guests.run("sfdisk", "--json", disk))["partitiontable"]
+    return [(p["start"] * 512, p["size"] * 512, p["type"]) for p in table["partitions"]]
+
+
+def test_gpt_matches_sfdisk(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    with FileDisk(disk) as d:
+        table = read_table(d)
+    assert table.scheme == "gpt"
+    assert [(p.start, p.length, p.type.upper()) for p in table.partitions] == sfdisk_parts(disk)
+    assert table.partitions[0].name == "data"
+    assert table.notes == ()
+
+
+def _last_lba(disk: Path) -> int:
+    return disk.stat().st_size // 512 - 1
+
+
+def test_primary_gpt_damaged_uses_backup(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    with FileDisk(disk) as d:
+        expected = read_table(d).partitions
+    guests.patch(disk, 512 + 0x28, b"\x99")  # first usable LBA: header CRC no longer matches
+    with FileDisk(disk) as d:
+        table = read_table(d)
+    assert table.partitions == expected
+    assert "backup used" in table.notes[0]
+
+
+def test_primary_entries_damaged_uses_backup(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    guests.patch(disk, 2 * 512 + 0x20, b"\x55")  # entry 1 starting LBA: array CRC fails
+    with FileDisk(disk) as d:
+        table = read_table(d)
+    assert table.partitions[0].start == 2048 * 512
+    assert "CRC-32" in table.notes[0]
+
+
+def test_both_gpt_headers_damaged_keeps_the_disk(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    guests.patch(disk, 512 + 0x28, b"\x99")
+    guests.patch(disk, _last_lba(disk) * 512 + 0x28, b"\x99")
+    with FileDisk(disk) as d, pytest.raises(VolumeStructureError, match="both damaged"):
+        read_table(d)
+    with pytest.raises(VolumeChecksumError):
+        from vhdlib.volume.gpt import GptHeader
+        GptHeader.parse(guests.peek(disk, 512, 512), 1)
+    with FileDisk(disk) as d:
+        vmap = scan(d)
+    assert vmap.partitions == () and vmap.free_ranges == []
+    assert vmap.kept is not None and "both damaged" in vmap.kept
+
+
+def test_backup_damage_is_noted(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    guests.patch(disk, _last_lba(disk) * 512 + 0x28, b"\x99")
+    with FileDisk(disk) as d:
+        table = read_table(d)
+    assert len(table.partitions) == 3
+    assert "backup GPT damaged" in table.notes[0]
+
+
+def _resign_gpt_entries(disk: Path, lba: int = 1) -> None:
+    """Recompute the entry-array and header CRCs of the GPT header at ``lba``."""
+    header = bytearray(guests.peek(disk, lba * 512, 512))
+    entry_lba, count, size = struct.unpack_from("<QII", header, 0x48)
+    array = guests.peek(disk, entry_lba * 512, count * size)
+    struct.pack_into("<I", header, 0x58, zlib.crc32(array))
+    struct.pack_into("<I", header, 0x10, 0)
+    struct.pack_into("<I", header, 0x10, zlib.crc32(bytes(header[:92])))
+    guests.patch(disk, lba * 512, bytes(header))
+
+
+def test_overlapping_gpt_entries_keep_the_disk(tmp_path: Path) -> None:
+    disk = gpt_disk(tmp_path)
+    # Entry 2 starts inside entry 1; both headers re-signed, so only the overlap is wrong.
+    for lba, entries in ((1, 2), (_last_lba(disk), None)):
+        header = guests.peek(disk, lba * 512, 512)
+        entry_lba = entries or struct.unpack_from("<Q", header, 0x48)[0]
+        guests.patch(disk, entry_lba * 512 + 128 + 0x20, struct.pack("<Q", 4096))
+        _resign_gpt_entries(disk, lba)
+    with FileDisk(disk) as d:
+        vmap = scan(d)
+    assert vmap.kept is not None and "overlap" in vmap.kept
+
+
+def mbr_disk(tmp_path: Path) -> Path:
+    disk = tmp_path / "mbr.img"
+    guests.stale(disk, 64 * MiB)
+    script = ("label: dos\n"
+              "start=2048, size=16M, type=7\n"
+              "size=8M, type=83\n"
+              "type=5\n"
+              "size=10M, type=83\n"
+              "size=6M, type=7\n"
+              "type=83\n")
+    guests.run("sfdisk", "-q", disk, input=script.encode())
+    return disk
+
+
+def test_mbr_with_logicals_matches_sfdisk(tmp_path: Path) -> None:
+    disk = mbr_disk(tmp_path)
+    with FileDisk(disk) as d:
+        table = read_table(d)
+    assert table.scheme == "mbr"
+    expected = [p for p in sfdisk_parts(disk) if p[2] != "5"]  # the extended container
+    assert [(p.start, p.length, p.type) for p in table.partitions] == [
+        (s, n, f"0x{int(t, 16):02x}") for s, n, t in expected]
+    assert [p.number for p in table.partitions] == [1, 2, 5, 6, 7]
+
+
+def test_ebr_loop_keeps_the_disk(tmp_path: Path) -> None:
+    disk = mbr_disk(tmp_path)
+    # Point the first EBR's link back at itself (relative 0 is the extended start).
+    ext_start = struct.unpack_from("<I", guests.peek(disk, 0x1BE + 2 * 16 + 8, 4))[0]
+    guests.patch(disk, ext_start * 512 + 0x1BE + 16 + 8, struct.pack("<I", 0))
+    with FileDisk(disk) as d:
+        vmap = scan(d)
+    assert vmap.kept is not None and "EBR" in vmap.kept
+
+
+def test_mbr_partition_beyond_the_disk_keeps_it(tmp_path: Path) -> None:
+    disk = mbr_disk(tmp_path)
+    guests.patch(disk, 0x1BE + 12, struct.pack("<I", 10**6))
+    with FileDisk(disk) as d, pytest.raises(VolumeStructureError):
+        read_table(d)
+
+
+def test_no_table_and_blank_disk(tmp_path: Path) -> None:
+    disk = tmp_path / "blank.img"
+    disk.write_bytes(bytes(MiB))
+    with FileDisk(disk) as d:
+        vmap = scan(d)
+    (part,) = vmap.partitions
+    assert vmap.scheme == "none" and part.kept is not None and "blank" in part.kept
