@@ -9,10 +9,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from service.errors import PathRefused
 from service.kinds import names as kind_names
+from service.kinds.options import declared as _declared
 from service.paths import validate_relative
 from service.states import STATES
 from vhdlib.ops import OPERATIONS as OPERATION_CLASSES
-from vhdlib.ops.options import READ, Option
+from vhdlib.ops.options import Option
 
 JOB_TYPES = kind_names()
 
@@ -83,10 +84,6 @@ def _build(name: str, declared: tuple[Option, ...], choices: tuple[Any, ...],
         attrs[field_name] = fields.String(required=True, validate=validate.OneOf(allowed))
     attrs["_excludes"] = _excludes(declared)
     return Strict.from_dict(attrs, name=name)
-
-
-def _declared(job_type: str) -> tuple[Option, ...]:
-    return READ if job_type == "inspect" else OPERATION_CLASSES[job_type].options
 
 
 def options_schema(job_type: str, *, plan: bool = False) -> type[Schema]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.kinds.kind import JobKind
-from service.kinds.options import operation_options, path_options
+from service.kinds.options import declared, names, operations, path_options
 
 _SUMMARIES = {
     "merge": "Merge a differencing layer into its parent (or a given ancestor)",
@@ -14,9 +14,9 @@ _SUMMARIES = {
 
 
 def _kind(name: str) -> JobKind:
-    names = operation_options(name)
-    return JobKind(name, _SUMMARIES[name], options=names, path_options=path_options(names),
-                   mutating=True, operation=name)
+    options = declared(name)
+    return JobKind(name, _SUMMARIES.get(name, name), options=names(options),
+                   path_options=path_options(options), mutating=True, operation=name)
 
 
-KINDS = tuple(_kind(name) for name in _SUMMARIES)
+KINDS = tuple(_kind(name) for name in operations())

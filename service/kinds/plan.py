@@ -6,7 +6,7 @@ from typing import Any
 
 from service import engine, paths
 from service.kinds.kind import Context, JobKind
-from service.kinds.options import PATH_OPTIONS, operation_options
+from service.kinds.options import every_operations_options, names, path_options
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -19,8 +19,7 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"plan": plan, "result": {"plan": plan}}
 
 
-_ALL = tuple(dict.fromkeys(o for op in ("merge", "compact", "convert", "remediate")
-                           for o in operation_options(op)))
+_ALL = every_operations_options()
 
 KIND = JobKind("plan", "Plan an operation without running it",
-               options=("operation", *_ALL), path_options=PATH_OPTIONS, run=run)
+               options=("operation", *names(_ALL)), path_options=path_options(_ALL), run=run)
