@@ -25,6 +25,7 @@ from vhdlib.scan import walk
 from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
 from vhdlib.scan.holders import holders
 from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan.pool import PROCESS_AFTER, ProcessFeed, examine, workers
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
 #: Called now and then with (files seen, disks found) while walking.
@@ -66,17 +67,15 @@ class ScanResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def _examine(path: str, st: os.stat_result) -> tuple[walk.Found | None, LayerFigures | str | None]:
-    found = walk.classify(path, st)
-    if found is None or found.kind != "disk":
-        return found, None
-    return found, measure(path, found.fmt)
-
-
 def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
-         progress: ScanProgress | None = None, threads: int = THREADS) -> ScanResult:
+         progress: ScanProgress | None = None, threads: int = THREADS,
+         processes: int | None = None) -> ScanResult:
     """Walk ``roots`` and report every chain and volume (nothing is written, no payload
-    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`."""
+    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`.
+
+    The first files are examined in-process by ``threads`` threads; past
+    :data:`~vhdlib.scan.pool.PROCESS_AFTER` files the rest go to ``processes`` worker
+    processes (default: one per CPU; 0 or 1: never)."""
     start = time.monotonic()
     real_roots = [os.path.realpath(r) for r in walk.check_roots(roots)]
     disks: dict[str, LayerFigures] = {}
@@ -100,21 +99,31 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
             disks[fig.path] = fig
 
     last = 0.0
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
-        window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
-        for item in walk.files(real_roots):
-            if isinstance(item, walk.Found):
-                take(item, None)
-                continue
-            files += 1
-            window.append(pool.submit(_examine, *item))
-            while len(window) >= IN_FLIGHT or (window and window[0].done()):
+    feed = ProcessFeed(workers() if processes is None else processes)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
+            window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
+            for item in walk.files(real_roots):
+                if isinstance(item, walk.Found):
+                    take(item, None)
+                    continue
+                files += 1
+                if files > PROCESS_AFTER and feed.processes > 1:
+                    for got in feed.add(item):
+                        take(*got)
+                else:
+                    window.append(pool.submit(examine, *item))
+                while len(window) >= IN_FLIGHT or (window and window[0].done()):
+                    take(*window.popleft().result())
+                if progress is not None and time.monotonic() - last > 0.2:
+                    last = time.monotonic()
+                    progress(files, len(disks))
+            while window:
                 take(*window.popleft().result())
-            if progress is not None and time.monotonic() - last > 0.2:
-                last = time.monotonic()
-                progress(files, len(disks))
-        while window:
-            take(*window.popleft().result())
+            for got in feed.finish():
+                take(*got)
+    finally:
+        feed.close()
     extra: dict[str, LayerFigures | str] = {}
 
     def lookup(real: str) -> LayerFigures | str:
