@@ -33,7 +33,7 @@ ScanProgress = Callable[[int, int], None]
 
 #: Probes and header reads in flight: each is a few small preads (threads overlap the
 #: waits on a cold cache; the bound keeps memory flat however large the tree).
-THREADS = 8
+THREADS = 32
 IN_FLIGHT = 256
 
 

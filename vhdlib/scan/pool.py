@@ -24,7 +24,7 @@ PROCESS_AFTER = 1500
 #: Paths per chunk sent to a worker.
 CHUNK = 200
 #: Threads inside each worker (its reads overlap; its parsing is one core's worth).
-WORKER_THREADS = 8
+WORKER_THREADS = 16
 
 Item = tuple[str, os.stat_result]
 Examined = tuple["walk.Found | None", "LayerFigures | str | None"]
