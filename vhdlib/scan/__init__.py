@@ -23,7 +23,7 @@ from typing import Any
 
 from vhdlib.scan import walk
 from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
-from vhdlib.scan.holders import holders
+from vhdlib.scan.holders import holders, samba_installed
 from vhdlib.scan.layers import LayerFigures, measure
 from vhdlib.scan.pool import PROCESS_AFTER, ProcessFeed, examine, workers
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
@@ -138,8 +138,9 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
 
     chains = build_chains(disks, unreadable, lookup)
     attach_journals(chains, journals, partials)
+    ask_samba = samba_installed()
     for chain in chains:
-        chain.holders = holders([layer.path for layer in chain.layers])
+        chain.holders = holders([layer.path for layer in chain.layers], ask_samba=ask_samba)
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)
     if progress is not None:
