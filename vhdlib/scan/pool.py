@@ -68,7 +68,10 @@ def examine_chunk(items: list[Item]) -> list[tuple[Any, ...] | None]:
 
 
 def workers() -> int:
-    """Worker processes for a large tree: one per CPU this process may run on."""
+    """Worker processes for a large tree: one per CPU this process may run on (none
+    inside a daemonic process, e.g. a Celery prefork child: it may not have children)."""
+    if multiprocessing.current_process().daemon:
+        return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +54,20 @@ def test_worker_processes_report_what_the_in_process_scan_reports(
     assert set(in_workers.unreadable) == set(in_process.unreadable) and \
         len(in_workers.unreadable) == 2
     assert _report(in_workers) == _report(in_process)
+
+
+def _workers_to(queue: Any) -> None:
+    queue.put(pool.workers())
+
+
+def test_a_daemonic_caller_gets_no_worker_processes() -> None:
+    # A Celery prefork child is daemonic: it may not start processes of its own.
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_workers_to, args=(queue,), daemon=True)
+    child.start()
+    try:
+        assert queue.get(timeout=60) == 1
+    finally:
+        child.join(60)
+    assert pool.workers() == len(os.sched_getaffinity(0))
