@@ -10,6 +10,7 @@ redelivered message is harmless.
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache, partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from workers import runtime
 from workers.dispatch import send_job
 from workers.factory import make_app
 from workers.housekeeping import Housekeeping
+from workers.watcher import Watcher
 
 __all__ = ["make_app", "send_job", "worker_app"]
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 def worker_app() -> Celery:
     """The app of this worker process (settings from the environment), with the
     housekeeping thread tied to the worker's start and shutdown."""
+    # Built in the main process before the pool forks: its children name the same worker
+    # (service.hosts.worker_id) in jobs and events as the main process does in /v1/hosts.
+    os.environ["VHDMEND_WORKER_MAIN_PID"] = str(os.getpid())
     celery = make_app(runtime.settings().redis_url)
     _connect_signals()
     return celery
@@ -44,7 +49,7 @@ def __getattr__(name: str) -> Any:
 
 # --- the worker's housekeeping thread ---------------------------------------------------
 
-_housekeeping: list[Housekeeping] = []
+_housekeeping: list[Housekeeping | Watcher] = []
 
 
 def _start_housekeeping(sender: Any = None, **_: object) -> None:
@@ -55,6 +60,9 @@ def _start_housekeeping(sender: Any = None, **_: object) -> None:
                           pool=str(pool))
     thread.start()
     _housekeeping.append(thread)
+    watcher = Watcher(runtime.store(), settings, partial(send_job, celery=celery))
+    watcher.start()
+    _housekeeping.append(watcher)
     log.info("worker for host %r ready on queue %s, roots %s", settings.host,
              queue_for(settings.host), sorted(settings.roots))
 

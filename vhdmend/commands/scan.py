@@ -156,12 +156,26 @@ def print_scan(data: dict[str, Any], *, plan: bool, stream: TextIO | None = None
         for c in chains:
             for p in c["problems"]:
                 print(f"  {c['leaf']}: {p['code']}: {p['message']}", file=out)
+            if c.get("vm"):
+                print(f"  {c['leaf']}: {_vm_line(c['vm'], c.get('checkpoints') or [])}",
+                      file=out)
+        for cfg in data.get("unreadable_vm_configs") or []:
+            print(f"  VM configuration not read: {cfg['path']}: {cfg['reason']}", file=out)
     if plan:
         for v in vols:
             if v.get("plan") is not None:
                 print_volume_plan(v, out)
     print(f"\n{data['files_scanned']} files scanned, {data['disks_found']} disks, "
           f"{data['seconds']:.2f} s", file=out)
+
+
+def _vm_line(vm: dict[str, Any], checkpoints: list[dict[str, Any]]) -> str:
+    slot = (f"{vm.get('controller_type') or '?'} {vm.get('controller_number')}:"
+            f"{vm.get('controller_location')}")
+    line = f"VM {vm.get('vm_name') or '?'} ({vm.get('vm_id') or '?'}), {slot}"
+    if checkpoints:
+        line += f", {len(checkpoints)} checkpoint(s) reference its layers"
+    return line
 
 
 def print_volume_plan(v: dict[str, Any], out: TextIO) -> None:
