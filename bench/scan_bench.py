@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The scan benchmark: ``vhdmend scan`` over a tree of 10,000 disk files, cold cache.
 
-    python bench/scan_bench.py [--dir DIR] [--files 10000] [--threads 1,8,32] [--build-only]
+    python bench/scan_bench.py [--dir DIR] [--files 10000] [--threads 32] [--processes 0,2]
+                               [--warm] [--build-only]
 
 Workload (built once in ``--dir``, reused while it matches): VM folders, each with a
 Hyper-V style chain of 5 files (a 127 GiB dynamic base and four differencing snapshots
@@ -133,7 +134,7 @@ CHILD = """
 import json, resource, sys, time
 from vhdlib import scan
 t = time.monotonic()
-r = scan.scan(sys.argv[1:-1], threads=int(sys.argv[-1]))
+r = scan.scan(sys.argv[1:-2], threads=int(sys.argv[-2]), processes=int(sys.argv[-1]))
 seconds = time.monotonic() - t
 scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "scan_peak_rss_mib": round(scan_rss, 1),
@@ -144,11 +145,11 @@ print(json.dumps({"seconds": seconds, "scan_peak_rss_mib": round(scan_rss, 1),
 """
 
 
-def run(paths: list[str], threads: int) -> dict[str, Any]:
-    cold = drop_caches()
+def run(paths: list[str], threads: int, processes: int, cold: bool = True) -> dict[str, Any]:
+    cold = drop_caches() if cold else False
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *paths, str(threads)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *paths, str(threads), str(processes)],
                             stdout=subprocess.PIPE, env=env, text=True)
     out = proc.stdout.read() if proc.stdout else ""
     _, status, ru = os.wait4(proc.pid, 0)
@@ -156,7 +157,8 @@ def run(paths: list[str], threads: int) -> dict[str, Any]:
     if status != 0:
         raise SystemExit(f"scan child failed ({status})")
     res = json.loads(out)
-    res.update({"threads": threads, "cold_cache": cold, "wall_seconds": round(wall, 3),
+    res.update({"threads": threads, "processes": processes, "cold_cache": cold,
+                "wall_seconds": round(wall, 3),
                 "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
                 "peak_rss_mib": round(ru.ru_maxrss / 1024, 1)})
     return res
@@ -166,7 +168,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp/vhdmend-scan-bench")
     ap.add_argument("--files", type=int, default=10000)
-    ap.add_argument("--threads", default="1,8,32")
+    ap.add_argument("--threads", default="32")
+    ap.add_argument("--processes", default="0,2",
+                    help="worker processes past 1,500 files (0: all in-process)")
+    ap.add_argument("--warm", action="store_true", help="also measure with a warm cache")
     ap.add_argument("--build-only", action="store_true", help="build the tree, measure nothing")
     args = ap.parse_args()
     build(args.dir, args.files)
@@ -175,13 +180,16 @@ def main() -> int:
     parts = sorted(os.path.join(args.dir, p) for p in os.listdir(args.dir)
                    if p.startswith("part"))
     results = []
-    for threads in [int(t) for t in args.threads.split(",")]:
+    combos = [(int(t), int(p), c) for t in args.threads.split(",")
+              for p in args.processes.split(",") for c in ((True, False) if args.warm else (True,))]
+    for threads, processes, cold in combos:
         for label, paths in (("1k", parts[:1]), ("all", [args.dir])):
-            r = run(paths, threads)
+            r = run(paths, threads, processes, cold)
             r["tree"] = label
             results.append(r)
             print(f"{label:>4} files={r['files']:6d} disks={r['disks']:6d} "
-                  f"threads={threads}: scan {r['seconds']:.2f} s (process {r['wall_seconds']:.2f}"
+                  f"threads={threads} processes={processes}: scan {r['seconds']:.2f} s "
+                  f"(process {r['wall_seconds']:.2f}"
                   f" s, cpu {r['cpu_seconds']:.2f} s), peak RSS {r['scan_peak_rss_mib']} MiB"
                   f" after the scan, {r['peak_rss_mib']} MiB with the JSON, problems "
                   f"{r['problems']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -54,12 +55,27 @@ def detect(path: str) -> str:
                      "identifier)", path=path)
 
 
+def no_readahead(fd: int) -> None:
+    """Turn off the kernel's read-ahead for ``fd`` (a hint: ignored where unsupported)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+
+
 def open_layer(path: str, *, writable: bool = False, lenient: bool = False,
-               fmt: str | None = None) -> Layer:
-    """Open one file as a layer of the right format (no parent resolution)."""
+               fmt: str | None = None, headers_only: bool = False) -> Layer:
+    """Open one file as a layer of the right format (no parent resolution).
+
+    ``headers_only``: the caller reads structures, not payload (the scan), so the kernel's
+    read-ahead is turned off for this descriptor: on a cold cache each small read would
+    otherwise pull in (or zero-fill, over holes) far more than it needs.
+    """
     fmt = fmt or detect(path)
     fd = _open_fd(path, writable)
     try:
+        if headers_only:
+            no_readahead(fd)
         if fmt == "vhd":
             from vhdlib.vhd import VhdLayer
             return VhdLayer(path, fd, writable=writable, lenient=lenient)

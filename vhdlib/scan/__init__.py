@@ -23,9 +23,10 @@ from typing import Any
 
 from vhdlib.scan import walk
 from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
-from vhdlib.scan.holders import holders
+from vhdlib.scan.holders import holders, samba_installed
 from vhdlib.scan.layers import LayerFigures, measure
 from vhdlib.scan.owners import attach_owners
+from vhdlib.scan.pool import PROCESS_AFTER, ProcessFeed, examine, workers
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
 #: Called now and then with (files seen, disks found) while walking.
@@ -33,7 +34,7 @@ ScanProgress = Callable[[int, int], None]
 
 #: Probes and header reads in flight: each is a few small preads (threads overlap the
 #: waits on a cold cache; the bound keeps memory flat however large the tree).
-THREADS = 8
+THREADS = 32
 IN_FLIGHT = 256
 
 
@@ -70,17 +71,15 @@ class ScanResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def _examine(path: str, st: os.stat_result) -> tuple[walk.Found | None, LayerFigures | str | None]:
-    found = walk.classify(path, st)
-    if found is None or found.kind != "disk":
-        return found, None
-    return found, measure(path, found.fmt)
-
-
 def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
-         progress: ScanProgress | None = None, threads: int = THREADS) -> ScanResult:
+         progress: ScanProgress | None = None, threads: int = THREADS,
+         processes: int | None = None) -> ScanResult:
     """Walk ``roots`` and report every chain and volume (nothing is written, no payload
-    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`."""
+    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`.
+
+    The first files are examined in-process by ``threads`` threads; past
+    :data:`~vhdlib.scan.pool.PROCESS_AFTER` files the rest go to ``processes`` worker
+    processes (default: one per CPU; 0 or 1: never)."""
     start = time.monotonic()
     real_roots = [os.path.realpath(r) for r in walk.check_roots(roots)]
     disks: dict[str, LayerFigures] = {}
@@ -104,21 +103,31 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
             disks[fig.path] = fig
 
     last = 0.0
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
-        window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
-        for item in walk.files(real_roots):
-            if isinstance(item, walk.Found):
-                take(item, None)
-                continue
-            files += 1
-            window.append(pool.submit(_examine, *item))
-            while len(window) >= IN_FLIGHT or (window and window[0].done()):
+    feed = ProcessFeed(workers() if processes is None else processes)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
+            window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
+            for item in walk.files(real_roots):
+                if isinstance(item, walk.Found):
+                    take(item, None)
+                    continue
+                files += 1
+                if files > PROCESS_AFTER and feed.processes > 1:
+                    for got in feed.add(item):
+                        take(*got)
+                else:
+                    window.append(pool.submit(examine, *item))
+                while len(window) >= IN_FLIGHT or (window and window[0].done()):
+                    take(*window.popleft().result())
+                if progress is not None and time.monotonic() - last > 0.2:
+                    last = time.monotonic()
+                    progress(files, len(disks))
+            while window:
                 take(*window.popleft().result())
-            if progress is not None and time.monotonic() - last > 0.2:
-                last = time.monotonic()
-                progress(files, len(disks))
-        while window:
-            take(*window.popleft().result())
+            for got in feed.finish():
+                take(*got)
+    finally:
+        feed.close()
     extra: dict[str, LayerFigures | str] = {}
 
     def lookup(real: str) -> LayerFigures | str:
@@ -133,8 +142,9 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
 
     chains = build_chains(disks, unreadable, lookup)
     attach_journals(chains, journals, partials)
+    ask_samba = samba_installed()
     for chain in chains:
-        chain.holders = holders([layer.path for layer in chain.layers])
+        chain.holders = holders([layer.path for layer in chain.layers], ask_samba=ask_samba)
     configs = attach_owners(chains, real_roots)
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)

@@ -95,7 +95,7 @@ def measure(path: str, fmt: str | None = None) -> LayerFigures | str:
     closed before returning.
     """
     try:
-        with open_layer(path, fmt=fmt or None) as layer:
+        with open_layer(path, fmt=fmt or None, headers_only=True) as layer:
             return figures_of(layer)
     except VhdlibError as e:
         return e.message

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from vhdlib import fileio
 from vhdlib.errors import NotADiskError
-from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE
+from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
 
 #: Names that say "disk" even when the content does not (then the file is unreadable).
@@ -47,6 +47,7 @@ def probe(path: str, size: int) -> str | None:
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
+        no_readahead(fd)
         head = fileio.pread(fd, 8, 0)
         if head == VHDX_SIGNATURE:
             return "vhdx"
