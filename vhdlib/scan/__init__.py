@@ -25,6 +25,7 @@ from vhdlib.scan import walk
 from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
 from vhdlib.scan.holders import holders
 from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan.reclaimable import measure as reclaim_measure
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
 #: Called now and then with (files seen, disks found) while walking.
@@ -74,9 +75,13 @@ def _examine(path: str, st: os.stat_result) -> tuple[walk.Found | None, LayerFig
 
 
 def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
-         progress: ScanProgress | None = None, threads: int = THREADS) -> ScanResult:
+         progress: ScanProgress | None = None, threads: int = THREADS,
+         reclaimable: bool = False) -> ScanResult:
     """Walk ``roots`` and report every chain and volume (nothing is written, no payload
-    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`."""
+    is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`.
+
+    ``reclaimable`` (opt-in) also reads each chain's guest allocation maps for
+    ``reclaimable_bytes`` (:mod:`~vhdlib.scan.reclaimable`)."""
     start = time.monotonic()
     real_roots = [os.path.realpath(r) for r in walk.check_roots(roots)]
     disks: dict[str, LayerFigures] = {}
@@ -131,6 +136,8 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
     attach_journals(chains, journals, partials)
     for chain in chains:
         chain.holders = holders([layer.path for layer in chain.layers])
+        if reclaimable and chain.layers and not chain.problems:
+            chain.reclaim = reclaim_measure(chain.leaf).to_dict()
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)
     if progress is not None:

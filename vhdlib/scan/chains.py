@@ -45,6 +45,8 @@ class ChainFigures:
     holders: list[Any] = field(default_factory=list)
     #: Inside a vhdmend archive folder: kept for safety, never written again.
     archived: bool = False
+    #: ``scan(reclaimable=True)``: :class:`~vhdlib.scan.reclaimable.Reclaimable` as a dict.
+    reclaim: dict[str, Any] | None = None
 
     @property
     def snapshots(self) -> int:
@@ -94,6 +96,9 @@ class ChainFigures:
             "problems": [p.to_dict() for p in self.problems],
             "holders": list(self.holders),
             "layer_details": [layer.to_dict() for layer in self.layers],
+            **({"reclaim": self.reclaim,
+                "reclaimable_bytes": self.reclaim["reclaimable_bytes"]}
+               if self.reclaim is not None else {}),
         }
 
 
