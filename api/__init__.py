@@ -54,12 +54,14 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     app.extensions["vhdmend_dispatch"] = dispatch
 
     from api import openapi, problems
+    from api.chains.routes import bp as chains_bp
     from api.health.routes import bp as health_bp
     from api.hosts.routes import bp as hosts_bp
     from api.jobs.routes import bp as jobs_bp
     from api.plan.routes import bp as plan_bp
+    from api.volumes.routes import bp as volumes_bp
     problems.init_app(app)
-    for bp in (jobs_bp, hosts_bp, plan_bp, health_bp, openapi.bp):
+    for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp):
         app.register_blueprint(bp)
     log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
     return app

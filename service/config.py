@@ -79,6 +79,21 @@ class Settings:
     plan_timeout: float = 30.0
     #: How long the job store retries a lost Redis connection before giving up.
     redis_retry_seconds: float = 60.0
+    #: Foresight (service.volumes): free space Hyper-V must keep (guests pause under it).
+    reserve: int = 2 << 30
+    #: Each worker scans its roots this often, in seconds (0: only on demand).
+    scan_interval: float = 300.0
+    #: The least-squares window of the growth rate (as ``predict_linear`` rules use).
+    projection_window: float = 6 * 3600.0
+    #: Projected to reach the reserve within this many seconds: critical / warning.
+    critical_within: float = 4 * 3600.0
+    warning_within: float = 24 * 3600.0
+    #: Alertmanager-shaped risk alerts: receivers, Standard Webhooks secret, repeat (h).
+    alert_urls: tuple[str, ...] = ()
+    alert_secret: str = ""
+    alert_repeat: float = 4.0
+    #: The base URL links point at (alerts' ``generatorURL``).
+    public_url: str = ""
 
     def token_for_hash(self, digest: str) -> TokenEntry | None:
         """The token entry whose hash equals ``digest``, if any."""
@@ -133,9 +148,10 @@ def _tokens_from_file(items: list[dict[str, Any]]) -> list[TokenEntry]:
 
 _FLOATS = ("webhook_max_age", "webhook_backoff_base", "webhook_timeout", "retention_seconds",
            "lease_seconds", "tick_seconds", "progress_interval", "plan_timeout",
-           "redis_retry_seconds", "chunk_seconds")
-_INTS = ("webhook_progress_step", "max_attempts", "chunk_bytes", "max_rate")
-_STRS = ("redis_url", "prefix", "host", "ops_backend")
+           "redis_retry_seconds", "chunk_seconds", "scan_interval", "projection_window",
+           "critical_within", "warning_within", "alert_repeat")
+_INTS = ("webhook_progress_step", "max_attempts", "chunk_bytes", "max_rate", "reserve")
+_STRS = ("redis_url", "prefix", "host", "ops_backend", "alert_secret", "public_url")
 
 
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -157,6 +173,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
             values["roots"] = _parse_roots(doc["roots"])
         if "webhook_allow_hosts" in doc:
             values["webhook_allow_hosts"] = tuple(doc["webhook_allow_hosts"])
+        if "alert_urls" in doc:
+            values["alert_urls"] = tuple(doc["alert_urls"])
         tokens.extend(_tokens_from_file(doc.get("tokens", [])))
     for key in _STRS:
         if f"VHDMEND_{key.upper()}" in env:
@@ -172,6 +190,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     if "VHDMEND_WEBHOOK_ALLOW_HOSTS" in env:
         values["webhook_allow_hosts"] = tuple(
             h.strip() for h in env["VHDMEND_WEBHOOK_ALLOW_HOSTS"].split(",") if h.strip())
+    if "VHDMEND_ALERT_URLS" in env:
+        values["alert_urls"] = tuple(
+            u.strip() for u in env["VHDMEND_ALERT_URLS"].split(",") if u.strip())
     if env.get("VHDMEND_TOKENS"):
         tokens.extend(_parse_tokens(env["VHDMEND_TOKENS"]))
     if env.get("VHDMEND_API_TOKEN"):

@@ -16,8 +16,12 @@
                             its holder job; P:fence:{chain} its fencing counter
     P:reserved:{chain}      the paused job that keeps the chain
     P:waiters:{chain}       set of jobs waiting for the chain
+    P:vol:{id}              a watched volume's latest status (JSON); P:volumes indexes them
+    P:vol:{id}:full         its last day of samples; P:vol:{id}:coarse hourly for 30 days
+    P:vol:{id}:alert        its alert state (last risk notified, when, repeat due)
 
-Only :mod:`service.store.redis_store`, :mod:`service.chains` and the lease use these names.
+Only :mod:`service.store.redis_store`, :mod:`service.chains`, the lease and
+:mod:`service.volumes.redis_store` use these names.
 """
 
 from __future__ import annotations
@@ -93,3 +97,19 @@ class Keys:
 
     def waiters(self, chain: str) -> str:
         return f"{self.prefix}:waiters:{chain}"
+
+    def volume(self, volume_id: str) -> str:
+        return f"{self.prefix}:vol:{volume_id}"
+
+    def volume_full(self, volume_id: str) -> str:
+        return f"{self.prefix}:vol:{volume_id}:full"
+
+    def volume_coarse(self, volume_id: str) -> str:
+        return f"{self.prefix}:vol:{volume_id}:coarse"
+
+    def volume_alert(self, volume_id: str) -> str:
+        return f"{self.prefix}:vol:{volume_id}:alert"
+
+    @property
+    def volumes(self) -> str:
+        return f"{self.prefix}:volumes"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vhdlib.errors import (
+    ChainError,
     ChainLoopError,
     ImageError,
     ParentMismatchError,
@@ -182,21 +183,33 @@ def find_parent(child: Layer, link: ParentLink, *, lenient: bool = False) -> Lay
     """Open the parent named by ``link``, trying each locator then a search by id.
 
     A found file whose id does not match is a :class:`ParentMismatchError` unless a later
-    candidate matches; when nothing is found the error lists every location tried.
+    candidate matches; when nothing is found the error lists every location tried, and
+    says why each candidate that exists could not be used. A locator path holding a NUL
+    is invalid: it is skipped with a warning on ``child``. The child itself is never its
+    own parent: a link that only leads back to it is a :class:`ChainLoopError`.
     """
     accepted = {link.expected_id, *link.alternate_ids}
     tried: list[str] = []
     mismatched: list[str] = []
     seen: set[str] = set()
+    itself = False
     for label, cand in link.candidates:
+        if "\0" in cand:
+            shown = cand.split("\0", 1)[0]
+            child.warnings.append(f"{label} locator {shown!r} holds a NUL: invalid, skipped")
+            tried.append(f"{label} {shown!r}... (invalid: holds a NUL)")
+            continue
         tried.append(f"{label} {cand}")
         real = os.path.realpath(cand)
         if real in seen or not os.path.isfile(cand):
             continue
         seen.add(real)
-        layer = _try_open(cand, lenient)
+        if _same_file(cand, child.path):
+            itself = True
+            continue
+        layer, why = _try_open(cand, lenient)
         if layer is None:
-            mismatched.append(f"{cand} (not a readable image)")
+            mismatched.append(f"{cand} (not a readable image: {why})")
             continue
         if layer.link_id in accepted:
             return layer
@@ -210,7 +223,7 @@ def find_parent(child: Layer, link: ParentLink, *, lenient: bool = False) -> Lay
                 continue
             if os.path.realpath(cand) in seen or _same_file(cand, child.path):
                 continue
-            layer = _try_open(cand, lenient)
+            layer, _why = _try_open(cand, lenient)
             if layer is None:
                 continue
             if layer.link_id in accepted:
@@ -220,16 +233,20 @@ def find_parent(child: Layer, link: ParentLink, *, lenient: bool = False) -> Lay
         raise ParentMismatchError(
             f"parent id {link.expected_id} not found; candidates with other ids: "
             + ", ".join(mismatched), path=child.path)
+    if itself:
+        raise ChainLoopError("the parent locator points at the disk itself",
+                             path=child.path)
     raise ParentNotFoundError(f"parent {link.expected_id} not found", path=child.path,
                               tried=tried)
 
 
-def _try_open(path: str, lenient: bool) -> Layer | None:
+def _try_open(path: str, lenient: bool) -> tuple[Layer | None, str]:
+    """The layer at ``path``, or ``None`` and why it cannot be opened."""
     try:
-        return open_layer(path, lenient=lenient)
+        return open_layer(path, lenient=lenient), ""
     except VhdlibError as e:
         log.debug("candidate parent %s not usable: %s", path, e)
-        return None
+        return None, e.message
 
 
 def open(path: str | os.PathLike[str], *, lenient: bool = False,
@@ -241,13 +258,28 @@ def open(path: str | os.PathLike[str], *, lenient: bool = False,
     ``fmt`` skips detection (``"raw"`` cannot be detected).
     """
     path = os.fspath(path)
-    layers: list[Layer] = []
+    layer = open_layer(path, lenient=lenient, fmt=fmt)
+    if not resolve_parents:
+        return Disk([layer])
     try:
-        layer = open_layer(path, lenient=lenient, fmt=fmt)
-        layers.append(layer)
+        return resolve(layer, lenient=lenient)
+    except BaseException:
+        layer.close()
+        raise
+
+
+def resolve(top: Layer, *, lenient: bool = False) -> Disk:
+    """The chain below the open layer ``top``: every parent opened as :func:`open` opens
+    it (``lenient`` for the parents only). On success the :class:`Disk` owns ``top``; on
+    an error the parents opened so far are closed and ``top`` is left open.
+    """
+    path = top.path
+    layers: list[Layer] = [top]
+    try:
+        layer = top
         seen = {os.path.realpath(path)}
         ids = {layer.link_id}
-        while resolve_parents:
+        while True:
             link = layer.parent_link
             if link is None:
                 break
@@ -263,10 +295,16 @@ def open(path: str | os.PathLike[str], *, lenient: bool = False,
             seen.add(real)
             ids.add(parent.link_id)
             layers.append(parent)
+            if parent.virtual_size != layer.virtual_size:
+                # MS-VHDX 2.6.2.6 / VHD spec: a differencing disk has its parent's size.
+                raise ChainError(
+                    f"virtual size {layer.virtual_size} differs from the parent's "
+                    f"({parent.virtual_size}, {parent.path}): a chain must agree on size",
+                    path=layer.path)
             layer = parent
         return Disk(layers)
     except BaseException:
-        for opened in layers:
+        for opened in layers[1:]:
             opened.close()
         raise
 

@@ -180,10 +180,33 @@ class Layer(ABC):
         The range lies within ``[0, virtual_size)`` and is sector aligned.
         """
 
+    def check_range(self, file_offset: int, length: int) -> None:
+        """Refuse a range that does not lie inside the file: the one place where every
+        offset read from the file (BAT entries, locators, region tables) meets the file's
+        size before the kernel sees it (an entry near 2^44 MiB is past 2^63 bytes)."""
+        if file_offset < 0 or length < 0:
+            raise ImageError(f"negative file offset {file_offset} (length {length})",
+                             path=self.path)
+        size = self.file_size
+        if file_offset + length > size:
+            raise ImageError(
+                f"truncated: needed bytes up to {file_offset + length} but the file ends at "
+                f"{size} (offset {file_offset} is past the end)" if file_offset >= size else
+                f"truncated: needed bytes up to {file_offset + length} but the file ends at "
+                f"{size}", path=self.path)
+
+    def pread(self, length: int, file_offset: int) -> bytes:
+        """``length`` bytes of the file at ``file_offset`` (checked by :meth:`check_range`)."""
+        buf = bytearray(length)
+        Layer.pread_into(self, file_offset, memoryview(buf))
+        return bytes(buf)
+
     def pread_into(self, file_offset: int, buf: memoryview) -> None:
-        """Fill ``buf`` from the file at ``file_offset``; a short read is a truncated image."""
+        """Fill ``buf`` from the file at ``file_offset``; a range outside the file, or a
+        short read, is a truncated image (:class:`ImageError`)."""
         done = 0
         want = len(buf)
+        self.check_range(file_offset, want)
         while done < want:
             n = fileio.preadv(self._fd, [buf[done:]], file_offset + done)
             if n == 0:

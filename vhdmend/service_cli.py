@@ -1,5 +1,5 @@
 """Service commands of the ``vhdmend`` CLI: ``up``, ``serve``, ``worker``, ``submit``,
-``status``, ``watch``.
+``status``, ``watch`` (and ``volumes``, :mod:`vhdmend.volumes_cli`).
 
 Flask, Celery and Redis are imported inside the handlers only, so ``vhdmend info`` never
 pays for them. Client commands talk HTTP with the standard library.
@@ -62,7 +62,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("submit", help="submit a job over HTTP")
     p.add_argument("type", choices=["inspect", "plan", "merge", "compact", "convert",
-                                    "remediate"])
+                                    "remediate", "scan"])
     p.add_argument("path", help="path relative to the root")
     p.add_argument("--host", dest="job_host", default="local")
     p.add_argument("--root", dest="job_root", required=True)
@@ -94,6 +94,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=0.5)
     client_args(p)
     p.set_defaults(func=cmd_watch)
+
+    from vhdmend import volumes_cli
+    volumes_cli.add_command(sub, client_args)
 
 
 # --- HTTP client -------------------------------------------------------------------------

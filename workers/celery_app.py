@@ -20,6 +20,7 @@ from workers import runtime
 from workers.dispatch import send_job
 from workers.factory import make_app
 from workers.housekeeping import Housekeeping
+from workers.watcher import Watcher
 
 __all__ = ["make_app", "send_job", "worker_app"]
 
@@ -44,7 +45,7 @@ def __getattr__(name: str) -> Any:
 
 # --- the worker's housekeeping thread ---------------------------------------------------
 
-_housekeeping: list[Housekeeping] = []
+_housekeeping: list[Housekeeping | Watcher] = []
 
 
 def _start_housekeeping(sender: Any = None, **_: object) -> None:
@@ -55,6 +56,9 @@ def _start_housekeeping(sender: Any = None, **_: object) -> None:
                           pool=str(pool))
     thread.start()
     _housekeeping.append(thread)
+    watcher = Watcher(runtime.store(), settings, partial(send_job, celery=celery))
+    watcher.start()
+    _housekeeping.append(watcher)
     log.info("worker for host %r ready on queue %s, roots %s", settings.host,
              queue_for(settings.host), sorted(settings.roots))
 

@@ -178,14 +178,15 @@ class JobRun:
             log.warning("job %s: not marking %s: another execution owns it", self.job_id, state)
 
     def _execute(self, job: Job) -> str:
-        path = paths.resolve(self.s.roots, job.root, job.path)
-        root_real = paths.root_dir(self.s.roots, job.root)
         kind = kinds.get(job.type)
+        path = paths.resolve(self.s.roots, job.root, job.path, must_exist=not kind.folder)
+        root_real = paths.root_dir(self.s.roots, job.root)
         options = self._resolve_options(job, kind)
         backend = engine.backend(self.s.ops_backend)
         if kind.run is not None:
             # Read-only: no chain lock, no journal, no run lock.
-            self._done(**kind.run(kinds.Context(path, root_real, options, backend)))
+            self._done(**kind.run(kinds.Context(path, root_real, options, backend,
+                                                store=self.store, settings=self.s)))
             return "succeeded"
         assert kind.operation is not None
         identity = self._chain_identity(path, root_real)

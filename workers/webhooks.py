@@ -112,6 +112,9 @@ def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) 
     record = store.delivery(delivery_id)
     if record is None:
         return
+    if record.get("alert"):
+        _attempt_alert(store, settings, record, now)
+        return
     job_id = record["job_id"]
     try:
         job = store.get(job_id)
@@ -161,3 +164,43 @@ def _attempt(store: JobStore, settings: Settings, delivery_id: str, now: float) 
     store.retry_delivery(record, now + delay)
     log.info("job %s: webhook %s failed (%s); retry in %.0fs", job_id, delivery_id,
              status or error, delay)
+
+
+def _send(url: str, secret: str, delivery_id: str, payload: Any,
+          settings: Settings) -> tuple[int | None, str | None]:
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    ts = int(time.time())
+    headers = {"content-type": "application/json", "user-agent": "vhdmend-webhooks/1",
+               "webhook-id": delivery_id, "webhook-timestamp": str(ts),
+               "webhook-signature": sign(secret, delivery_id, ts, body)}
+    try:
+        return _post(url, body, headers, settings.webhook_timeout), None
+    except (OSError, ValueError) as e:
+        return None, str(e)
+
+
+def _attempt_alert(store: JobStore, settings: Settings, record: dict[str, Any],
+                   now: float) -> None:
+    """A volume alert (:mod:`service.volumes.alerts`): same signing, backoff, allow-list;
+    the outcome goes to the log and the counters (there is no job to record it on)."""
+    delivery_id, url = str(record["id"]), str(record["url"])
+    if not allowed(url, settings.webhook_allow_hosts):
+        log.warning("alert %s: host of %s not on the allow-list; dropped", delivery_id, url)
+        store.count("alert_failures")
+        store.drop_delivery(delivery_id)
+        return
+    attempt = int(record["attempt"]) + 1
+    status, error = _send(url, settings.alert_secret, delivery_id, record["payload"], settings)
+    if status is not None and 200 <= status < 300:
+        store.count("alert_deliveries")
+        store.drop_delivery(delivery_id)
+        log.info("alert %s for volume %s delivered to %s", delivery_id, record["alert"], url)
+        return
+    store.count("alert_failures")
+    delay = backoff(attempt, settings.webhook_backoff_base)
+    if now + delay - float(record["first_at"]) > settings.webhook_max_age:
+        log.warning("alert %s gave up after %d attempts", delivery_id, attempt)
+        store.drop_delivery(delivery_id)
+        return
+    store.retry_delivery({**record, "attempt": attempt}, now + delay)
+    log.info("alert %s failed (%s); retry in %.0fs", delivery_id, status or error, delay)

@@ -55,6 +55,10 @@ def _reclaim() -> fields.String:
                        "guest's NTFS/ext2/3/4 file systems mark wholly free"})
 
 
+class ScanOptionsSchema(Strict):
+    """``scan`` takes no options (its path names a folder: ``.`` for the root)."""
+
+
 class CompactOptionsSchema(Strict):
     lenient = fields.Boolean()
     reclaim = _reclaim()
@@ -118,7 +122,7 @@ class RemediateOptionsSchema(Strict):
 OPTIONS: dict[str, type[Schema]] = {
     "inspect": InspectOptionsSchema, "compact": CompactOptionsSchema,
     "merge": MergeOptionsSchema, "convert": ConvertOptionsSchema,
-    "remediate": RemediateOptionsSchema,
+    "remediate": RemediateOptionsSchema, "scan": ScanOptionsSchema,
 }
 OPERATIONS = ("merge", "compact", "convert", "remediate")
 

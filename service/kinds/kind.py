@@ -16,6 +16,9 @@ class Context:
     root_real: str
     options: dict[str, Any]
     engine: Any
+    #: The job store and settings of the worker (kinds that record what they find).
+    store: Any = None
+    settings: Any = None
 
 
 #: A read-only kind's whole job: returns the job fields to store (``result``, ``plan``).
@@ -41,6 +44,8 @@ class JobKind:
     mutating: bool = False
     run: Run | None = None
     operation: str | None = None
+    #: The job's path names a folder of the root (``"."``: the root), not a disk.
+    folder: bool = False
 
     def __post_init__(self) -> None:
         if self.mutating != (self.operation is not None) or self.mutating == (

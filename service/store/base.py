@@ -25,6 +25,7 @@ from service.job import (
     without,
 )
 from service.lease import Lease
+from service.volumes.store import VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class JobStore(ABC):
 
     #: Chain locks, reservations and waiters (:mod:`service.chains`).
     chains: Chains
+    #: Watched volumes: statuses and sample histories (:mod:`service.volumes`).
+    volumes: VolumeStore
 
     # --- primitives each backend provides --------------------------------------------
 
@@ -134,6 +137,10 @@ class JobStore(ABC):
         """Raise when the storage is unreachable."""
 
     # webhook outbox
+    @abstractmethod
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        """Queue a delivery that belongs to no job (a volume alert), due at ``at``."""
+
     @abstractmethod
     def due_deliveries(self, now: float, limit: int) -> list[str]: ...
 

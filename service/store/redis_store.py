@@ -23,6 +23,7 @@ from service.keys import Keys
 from service.lease import RedisLease
 from service.states import STATES, TERMINAL
 from service.store.base import Change, JobStore
+from service.volumes.redis_store import RedisVolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class RedisJobStore(JobStore):
         self.retry_seconds = retry_seconds
         self.webhook_progress_step = webhook_progress_step
         self.chains = RedisChains(client, self.keys)
+        self.volumes = RedisVolumeStore(client, self.keys)
 
     # Key names, for tests and tools that look at Redis directly.
     def k_job(self, job_id: str) -> str:
@@ -279,6 +281,11 @@ class RedisJobStore(JobStore):
                 {text(k): float(v) for k, v in hist.items()})
 
     # --- webhook outbox ---------------------------------------------------------------
+
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        self._queue_webhook(pipe, (delivery_id, record), at)
+        pipe.execute()
 
     def due_deliveries(self, now: float, limit: int) -> list[str]:
         ids: Any = self.r.zrangebyscore(self.keys.webhooks_due, "-inf", now, start=0, num=limit)

@@ -16,6 +16,7 @@ from service.job import CHUNK_BUCKETS, MAX_EVENTS, Job
 from service.lease import Lease
 from service.states import STATES, TERMINAL
 from service.store.base import Change, JobStore
+from service.volumes.store import StubVolumeStore
 
 Clock = Callable[[], float]
 
@@ -126,6 +127,7 @@ class StubJobStore(JobStore):
         self.hosts: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
         self.published: list[tuple[str, str]] = []
         self.chains = StubChains(clock, self._lock)
+        self.volumes = StubVolumeStore()
 
     def get_raw(self, job_id: str) -> dict[Any, Any]:
         with self._lock:
@@ -248,6 +250,10 @@ class StubJobStore(JobStore):
 
     def ping(self) -> None:
         return None
+
+    def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:
+        with self._lock:
+            self._queue((delivery_id, record), at)
 
     def due_deliveries(self, now: float, limit: int) -> list[str]:
         with self._lock:

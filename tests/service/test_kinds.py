@@ -20,8 +20,10 @@ from vhdlib.vhd import create
 
 
 def test_the_built_in_kinds() -> None:
-    assert kinds.names() == ("inspect", "plan", "merge", "compact", "convert", "remediate")
-    for name in ("inspect", "plan"):
+    assert kinds.names() == ("inspect", "plan", "merge", "compact", "convert", "remediate",
+                             "scan")
+    assert kinds.get("scan").folder and not kinds.get("inspect").folder
+    for name in ("inspect", "plan", "scan"):
         assert not kinds.get(name).mutating and kinds.get(name).run is not None
     for name in ("merge", "compact", "convert", "remediate"):
         kind = kinds.get(name)
@@ -29,7 +31,7 @@ def test_the_built_in_kinds() -> None:
     assert kinds.get("merge").path_options == {"into": True, "archive": False}
     assert kinds.get("convert").path_options == {"output": False}
     with pytest.raises(ClientError):
-        kinds.get("scan")
+        kinds.get("defrag")
 
 
 def test_the_api_accepts_exactly_the_registered_kinds() -> None:

@@ -25,7 +25,7 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore, DiskType, Layer
 from vhdlib.ops import reclaim as fs_reclaim
 from vhdlib.ops.merge import find_dependents
-from vhdlib.ops.operation import Operation, seed_of, step
+from vhdlib.ops.operation import Operation, layer_warnings, seed_of, step
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class CompactOperation(Operation):
             op = cls(state, plan)
             op.budget.add(path, 4096, "journal")
             plan.space = op.budget.to_list()
+            plan.details["warnings"] = layer_warnings([layer])
         return op
 
     @property

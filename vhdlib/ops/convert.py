@@ -23,7 +23,7 @@ from vhdlib.errors import ImageError, InternalError, UsageError
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import carry, output, reclaim, windows
-from vhdlib.ops.operation import Operation, step
+from vhdlib.ops.operation import Operation, layer_warnings, step
 from vhdlib.ops.verifier import BackgroundVerifier
 from vhdlib.plan import Plan
 
@@ -317,6 +317,7 @@ class ConvertOperation(CopyOperation):
             op._copy_plan_steps(disk, spec)
             op.plan.steps.append(step("publish", f"rename the result to {dest}"))
             op.plan.space = op.budget.to_list()
+            op.plan.details["warnings"] = layer_warnings(disk.layers)
         return op
 
     def later_phase(self, phase: str, budget: int, deadline: float) -> None:

@@ -29,7 +29,7 @@ from vhdlib.extents import ExtentKind
 from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import retire
-from vhdlib.ops.operation import Operation, seed_of, step
+from vhdlib.ops.operation import Operation, layer_warnings, seed_of, step
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class MergeOperation(Operation):
             op = cls(state, plan)
             op._plan_merge(disk, levels, ancestor)
             op.plan.details["dependents_overridden"] = dependents
+            op.plan.details["warnings"] = layer_warnings(disk.layers)
         return op
 
     def _plan_merge(self, disk: Disk, levels: int, ancestor: Layer) -> None:

@@ -23,6 +23,7 @@ from vhdlib.errors import (
     Cancelled,
     ChangedInputError,
     FenceError,
+    ImageError,
     InsufficientSpaceError,
     VhdlibError,
 )
@@ -67,6 +68,12 @@ def verify_identity(expected: dict[str, Any], *, lenient: bool = False) -> None:
         detail = ", ".join(f"{n} {getattr(want, n)} -> {getattr(got, n)}" for n in changed)
         raise ChangedInputError(f"input changed since the operation started: {detail}",
                                 path=want.path)
+
+
+def layer_warnings(layers: list[Layer]) -> list[str]:
+    """What opening the inputs accepted (``--lenient``: a bad checksum...), per file; goes
+    into the plan's ``details["warnings"]`` for the caller to show."""
+    return [f"{layer.path}: {w}" for layer in layers for w in layer.warnings]
 
 
 def seed_of(kind: str, layers: list[Layer]) -> str:
@@ -189,6 +196,13 @@ class Operation(ABC):
                 result.setdefault("in_use_check", self.in_use_check)
             if "attributes" in self.state:  # where they came from, what was dropped
                 result.setdefault("attributes", self.state["attributes"])
+        except ImageError as e:
+            if self._input_at_fault(e):
+                # A corrupt input: no resume can succeed, so undo as a cancel does (the
+                # partial output and the journal go; originals are valid) and say why.
+                self.close_files()
+                self.cancel()
+            raise
         except InsufficientSpaceError as e:
             raise InsufficientSpaceError(
                 f"{e.message}; the journal is kept: free space and run "
@@ -209,6 +223,15 @@ class Operation(ABC):
         journal.remove(self.journal_path)
         self.report()
         return {"status": "done", **result}
+
+    def _input_at_fault(self, e: ImageError) -> bool:
+        """True when ``e`` names a file the operation only reads. An error on what it
+        writes (the target, a verification mismatch of the output) keeps the journal."""
+        if not e.path:
+            return False
+        inputs = {os.path.abspath(p) for p in self.state.get("chain", [])}
+        inputs.discard(os.path.abspath(str(self.state["target"])))
+        return os.path.abspath(e.path) in inputs
 
     def _start(self) -> None:
         journal.refuse_if_present(self.state["target"])

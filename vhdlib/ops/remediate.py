@@ -20,7 +20,7 @@ from vhdlib.hyperv.nextsteps import for_remediation as hyperv_next_steps
 from vhdlib.ops import carry, retire
 from vhdlib.ops.convert import CopyOperation, _format_from_suffix
 from vhdlib.ops.merge import find_dependents
-from vhdlib.ops.operation import step
+from vhdlib.ops.operation import layer_warnings, step
 from vhdlib.plan import Plan
 from vhdlib.space import volume_of
 
@@ -105,6 +105,7 @@ class RemediateOperation(CopyOperation):
             op.plan.details["base"] = base
             op.plan.details["volume"] = volume_of(dest).path
             op.plan.space = op.budget.to_list()
+            op.plan.details["warnings"] = layer_warnings(disk.layers)
         return op
 
     def later_phase(self, phase: str, budget: int, deadline: float) -> None:

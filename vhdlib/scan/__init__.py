@@ -25,6 +25,7 @@ from vhdlib.scan import walk
 from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
 from vhdlib.scan.holders import holders
 from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan.owners import attach_owners
 from vhdlib.scan.reclaimable import measure as reclaim_measure
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
@@ -48,6 +49,8 @@ class ScanResult:
     files_scanned: int
     seconds: float
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: Hyper-V configurations found on the roots that could not be read (``.vmcx``...).
+    unreadable_configs: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def at_risk(self) -> bool:
@@ -64,6 +67,7 @@ class ScanResult:
                 "chains": [c.to_dict(now) for c in self.chains],
                 "files_scanned": self.files_scanned,
                 "disks_found": len(self.disks),
+                "unreadable_vm_configs": list(self.unreadable_configs),
                 "seconds": round(self.seconds, 3)}
 
 
@@ -138,12 +142,13 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
         chain.holders = holders([layer.path for layer in chain.layers])
         if reclaimable and chain.layers and not chain.problems:
             chain.reclaim = reclaim_measure(chain.leaf).to_dict()
+    configs = attach_owners(chains, real_roots)
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)
     if progress is not None:
         progress(files, len(disks))
     return ScanResult(real_roots, volumes, chains, disks, files, time.monotonic() - start,
-                      unreadable)
+                      unreadable, configs)
 
 
 __all__ = ["DEFAULT_RESERVE", "ChainFigures", "LayerFigures", "ScanResult", "VolumeFigures",

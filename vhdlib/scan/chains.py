@@ -43,6 +43,10 @@ class ChainFigures:
     layers: list[LayerFigures]
     problems: list[ChainProblem] = field(default_factory=list)
     holders: list[Any] = field(default_factory=list)
+    #: The Hyper-V VM whose configuration names a layer (vhdlib.hyperv), and the
+    #: checkpoints naming any layer: set by :func:`vhdlib.scan.owners.attach_owners`.
+    vm: dict[str, Any] | None = None
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
     #: Inside a vhdmend archive folder: kept for safety, never written again.
     archived: bool = False
     #: ``scan(reclaimable=True)``: :class:`~vhdlib.scan.reclaimable.Reclaimable` as a dict.
@@ -95,6 +99,8 @@ class ChainFigures:
             "archived": self.archived,
             "problems": [p.to_dict() for p in self.problems],
             "holders": list(self.holders),
+            "vm": self.vm,
+            "checkpoints": list(self.checkpoints),
             "layer_details": [layer.to_dict() for layer in self.layers],
             **({"reclaim": self.reclaim,
                 "reclaimable_bytes": self.reclaim["reclaimable_bytes"]}

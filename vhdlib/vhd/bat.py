@@ -137,6 +137,11 @@ class BlockTable:
             if start + self.bitmap_size > size:
                 problems.append(Problem("bat_past_eof", f"BAT entry {idx} points to {start}, "
                                         f"past the end of the file ({size})"))
+            elif end > size:
+                # Spec "Block Allocation Table": bitmap then block_size bytes of data; the
+                # data must lie in the file too, not only the bitmap.
+                problems.append(Problem("bat_past_eof", f"block {idx}'s data [{start}, {end}) "
+                                        f"runs past the end of the file ({size})"))
             elif any(s < end and start < e for s, e in metadata):
                 problems.append(Problem("bat_overlaps_metadata",
                                         f"BAT entry {idx} ({start}) overlaps the metadata"))

@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from vhdlib import fileio
 from vhdlib.errors import ImageError, UsageError
 from vhdlib.fileio import Buffer
 from vhdlib.layer import BlockStore
@@ -30,6 +29,8 @@ class SlotHost(Protocol):
     def footer_position(self) -> int: ...
 
     def metadata_ranges(self) -> list[tuple[int, int]]: ...
+
+    def pread(self, length: int, file_offset: int) -> bytes: ...
 
     def metadata_end(self) -> int: ...
 
@@ -69,7 +70,7 @@ class VhdBlockStore(BlockStore):
         pos = 0
         while pos < self.block_size:
             n = min(_CHUNK, self.block_size - pos)
-            data = fileio.pread(self.layer.fd, n, off + self.bat.bitmap_size + pos)
+            data = self.layer.pread(n, off + self.bat.bitmap_size + pos)
             if len(data) < n:
                 raise ImageError(f"truncated: block {index}", path=self.layer.path)
             # Bytes comparison is a memcmp (~20 GB/s); data usually shows in the first page.
@@ -99,7 +100,7 @@ class VhdBlockStore(BlockStore):
         pos = 0
         while pos < self.slot_size:
             n = min(_CHUNK, self.slot_size - pos)
-            data = fileio.pread(lay.fd, n, old + pos)
+            data = lay.pread(n, old + pos)
             if len(data) < n:
                 raise ImageError(f"truncated: block {index}", path=lay.path)
             lay.write_file(new_offset + pos, [data])

@@ -15,6 +15,8 @@ from vhdlib.vhd.structs import (
     FOOTER_COOKIE,
     FOOTER_SIZE,
     FOOTER_SIZE_OLD,
+    HEADER_COOKIE,
+    SECTOR_SIZE,
     Footer,
     unix_time,
 )
@@ -91,6 +93,24 @@ def footer_problems(footer: Footer, *, from_copy: bool, trailing_bad: bool,
         return [Problem("footer_checksum", f"footer checksum stored 0x{footer.checksum:08x},"
                         f" computed 0x{footer.compute_checksum():08x}")]
     return []
+
+
+def fixed_problems(data_size: int, virtual_size: int,
+                   read: Callable[[int, int], bytes]) -> list[Problem]:
+    """Spec "Fixed Hard Disk Image": the ``data_size`` bytes before the footer are the disk
+    (exactly ``current_size``); a footer copy and a dynamic header there mean a dynamic disk
+    whose footer says fixed (it would read as raw bytes, header and BAT included)."""
+    out: list[Problem] = []
+    if data_size != virtual_size:
+        out.append(Problem("fixed_size", f"the footer's current size {virtual_size} differs "
+                           f"from the {data_size}-byte data area before the footer"
+                           + (" (its tail is not part of the disk)"
+                              if data_size > virtual_size else "")))
+    if data_size >= 2 * SECTOR_SIZE and read(8, 0) == FOOTER_COOKIE \
+            and read(8, SECTOR_SIZE) == HEADER_COOKIE:
+        out.append(Problem("fixed_layout", "a fixed disk whose data starts with a footer copy "
+                           "and a dynamic header: a dynamic disk labelled fixed"))
+    return out
 
 
 def footer_info(f: Footer) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from vhdlib.geometry import Geometry
 from vhdlib.layer import DiskType, Layer, ParentLink, Problem
 from vhdlib.vhd.bat import BlockTable
 from vhdlib.vhd.blockstore import VhdBlockStore
-from vhdlib.vhd.footers import choose_footer, footer_info, footer_problems
+from vhdlib.vhd.footers import choose_footer, fixed_problems, footer_info, footer_problems
 from vhdlib.vhd.header import read_header
 from vhdlib.vhd.layout import (
     DATA_ALIGNMENT,
@@ -103,7 +103,8 @@ class VhdLayer(Layer):
     # --- loading ------------------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        return fileio.pread(self._fd, size, offset)
+        # Every structure read is bounds-checked in one place (Layer.check_range).
+        return self.pread(size, offset)
 
     def _load(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -386,6 +387,8 @@ class VhdLayer(Layer):
         out = footer_problems(f, from_copy=self._footer_from_copy,
                               trailing_bad=self._trailing_checksum_bad,
                               dynamic=self.bat is not None)
+        if self.disk_type is DiskType.FIXED:
+            return out + fixed_problems(self._footer_pos, self.virtual_size, self.pread)
         if self.header is None or self.bat is None:
             return out
         h = self.header

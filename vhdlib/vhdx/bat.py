@@ -206,9 +206,13 @@ class SectorBitmaps:
             self._cache.move_to_end(block)
             return cached
         loc = self.location(block)
-        # 2.5.1.1: PARTIALLY_PRESENT needs a present bitmap block; without one no sector
-        # is present.
-        data = bytes(self.per_block) if loc is None else self.read(*loc)
+        if loc is None:
+            # 2.5 / 2.5.1.1: a PARTIALLY_PRESENT block's chunk must have a present sector
+            # bitmap; without one the image is corrupt (reading the parent would be a guess).
+            raise ImageError(f"block {block} is PARTIALLY_PRESENT but the sector bitmap of "
+                             f"chunk {block // self.bat.chunk_ratio} is not present "
+                             "(MS-VHDX 2.5)", path=self.bat.path)
+        data = self.read(*loc)
         self._cache[block] = data
         if len(self._cache) > BITMAP_CACHE:
             self._cache.popitem(last=False)

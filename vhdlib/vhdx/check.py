@@ -24,6 +24,12 @@ def bat_problems(bat: VhdxBat, regions: list[tuple[int, int, str]], file_size: i
         if st == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT and not differencing:
             problems.append(Problem("bat_state", f"block {i} is PARTIALLY_PRESENT in a "
                                     "disk without parent"))
+        elif st == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT \
+                and bat.bitmap_block(i // bat.chunk_ratio) is None:
+            # 2.5: the chunk of a PARTIALLY_PRESENT block has a present sector bitmap.
+            problems.append(Problem("bat_state", f"block {i} is PARTIALLY_PRESENT but the "
+                                    f"sector bitmap of chunk {i // bat.chunk_ratio} is not "
+                                    "present"))
         if st in ALLOCATED:
             spans.append((S.bat_offset(ent), S.bat_offset(ent) + bat.block_size, f"block {i}"))
     for c in range(bat.bitmap_count()):

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("check", parents=[parent], help="check a disk's structures",
                        description="Check checksums, footer copies, BAT, parent link, orphan "
-                                   "tail and interrupted operations. Exit 0 clean, 1 problems.")
+                                   "tail and interrupted operations. Exit 0 clean (notes are shown "
+                                   "but do not count), 1 problems.")
     p.add_argument("path", help="the disk file")
     p.add_argument("--repair", action="store_true",
                    help="apply safe repairs only and say what was done")
@@ -119,6 +120,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in report.problems:
         fix = " (repairable with --repair)" if p.repairable and not args.repair else ""
         print(f"{args.path}: {p.code}: {p.message}{fix}")
+    for p in report.notes:
+        fix = " (repairable with --repair)" if p.repairable and not args.repair else ""
+        print(f"{args.path}: note: {p.code}: {p.message}{fix}")
+    notes = f", {len(report.notes)} note(s)" if report.notes else ""
     print(f"{args.path}: " + ("clean" if report.clean else
-                              f"{len(report.problems)} problem(s)"))
+                              f"{len(report.problems)} problem(s)") + notes)
     return status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def execute(args: argparse.Namespace, op: Operation) -> int:
     """Print the plan (``--plan``) or run ``op`` with progress and cancellation."""
     name = op.kind
+    # What the inputs' open accepted (--lenient), as info shows it; also with --plan.
+    for warning in op.plan.details.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.plan:
         plan = op.plan.to_dict()
         if args.json:

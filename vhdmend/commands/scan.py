@@ -161,6 +161,11 @@ def print_scan(data: dict[str, Any], *, plan: bool, stream: TextIO | None = None
         for c in chains:
             for p in c["problems"]:
                 print(f"  {c['leaf']}: {p['code']}: {p['message']}", file=out)
+            if c.get("vm"):
+                print(f"  {c['leaf']}: {_vm_line(c['vm'], c.get('checkpoints') or [])}",
+                      file=out)
+        for cfg in data.get("unreadable_vm_configs") or []:
+            print(f"  VM configuration not read: {cfg['path']}: {cfg['reason']}", file=out)
         for c in chains:
             if "reclaim" in c:
                 print_reclaim(c["leaf"], c["reclaim"], out)
@@ -180,6 +185,15 @@ def print_reclaim(leaf: str, r: dict[str, Any], out: TextIO) -> None:
           f"file systems free {_h(r['fs_free_bytes'])})", file=out)
     for why in r["kept_whole"]:
         print(f"    kept whole: {why}", file=out)
+
+
+def _vm_line(vm: dict[str, Any], checkpoints: list[dict[str, Any]]) -> str:
+    slot = (f"{vm.get('controller_type') or '?'} {vm.get('controller_number')}:"
+            f"{vm.get('controller_location')}")
+    line = f"VM {vm.get('vm_name') or '?'} ({vm.get('vm_id') or '?'}), {slot}"
+    if checkpoints:
+        line += f", {len(checkpoints)} checkpoint(s) reference its layers"
+    return line
 
 
 def print_volume_plan(v: dict[str, Any], out: TextIO) -> None:
