@@ -59,9 +59,12 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     from api.hosts.routes import bp as hosts_bp
     from api.jobs.routes import bp as jobs_bp
     from api.plan.routes import bp as plan_bp
+    from api.ui import bp as ui_bp
     from api.volumes.routes import bp as volumes_bp
+    from api.whoami.routes import bp as whoami_bp
     problems.init_app(app)
-    for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp):
+    for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
+               whoami_bp, ui_bp):
         app.register_blueprint(bp)
     log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
     return app

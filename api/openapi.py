@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 from marshmallow import Schema
 
 from api.problems import MEDIA_TYPE, ProblemSchema
+from service.errors import NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,12 +27,14 @@ def operation(summary: str, *, body: type[Schema] | None = None,
               query: type[Schema] | None = None,
               responses: dict[int, tuple[str, type[Schema] | None]] | None = None,
               tags: tuple[str, ...] = (), headers: dict[str, str] | None = None,
-              media: str = "application/json") -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a view function."""
+              media: str = "application/json",
+              links: dict[int, tuple[str, ...]] | None = None) -> Callable[[F], F]:
+    """Attach OpenAPI metadata to a view function. ``links``: status -> operationIds that
+    take the response's job ``id`` as ``job_id`` (OpenAPI links: stateful clients)."""
     def wrap(view: F) -> F:
         view._openapi = {"summary": summary, "body": body,  # type: ignore[attr-defined]
                          "query": query, "responses": responses or {}, "tags": tags,
-                         "headers": headers or {}, "media": media}
+                         "headers": headers or {}, "media": media, "links": links or {}}
         return view
     return wrap
 
@@ -92,11 +95,20 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 op["responses"]["403"] = problem
             for status, (desc, schema) in meta["responses"].items():
                 resp: dict[str, Any] = {"description": desc}
-                if schema is not None:
+                if status >= 400:
+                    # Every error body is a problem document (409s and 503s included).
+                    resp["content"] = problem["content"]
+                elif schema is not None:
                     resp["content"] = {meta["media"]: {"schema": ref(schema)}}
                 elif meta["media"] != "application/json":
                     resp["content"] = {meta["media"]: {"schema": {"type": "string"}}}
                 op["responses"][str(status)] = resp
+            if meta.get("links"):
+                for status, targets in meta["links"].items():
+                    op["responses"][str(status)]["links"] = {
+                        target: {"operationId": target,
+                                 "parameters": {"job_id": "$response.body#/id"}}
+                        for target in targets}
             op["responses"]["default"] = problem
             if meta["body"] is not None or meta["query"] is not None:
                 op["responses"]["422"] = problem
@@ -113,17 +125,36 @@ def openapi_json() -> Response:
     return jsonify(current_app.config["VHDMEND_OPENAPI"])
 
 
+#: The Swagger UI files /docs needs, served from the ``swagger-ui-bundle-v2`` distribution
+#: (Swagger UI 5: OpenAPI 3.1), so the page works without Internet access.
+DOCS_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
+
 _DOCS = """<!doctype html>
 <html><head><meta charset="utf-8"><title>vhdmend API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>Loading the API description from <a href="/openapi.json">/openapi.json</a>
-(the interactive view needs the Swagger UI assets from unpkg.com).</p></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<link rel="icon" href="/docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="ui"><p>Loading the API description from <a href="/openapi.json">/openapi.json</a>.
+</p></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script>if (window.SwaggerUIBundle) { SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"}); }
 </script></body></html>
 """
 
 
+def assets_dir() -> str:
+    """The folder of the packaged Swagger UI files."""
+    import swagger_ui_bundle
+    return str(swagger_ui_bundle.swagger_ui_path)
+
+
 @bp.get("/docs")
 def docs() -> Response:
     return Response(_DOCS, mimetype="text/html")
+
+
+@bp.get("/docs/assets/<name>")
+def docs_asset(name: str) -> Response:
+    """A Swagger UI file from the installed package (only the ones the page uses)."""
+    if name not in DOCS_ASSETS:
+        raise NotFound(f"no documentation asset {name!r}")
+    return send_from_directory(assets_dir(), name, max_age=86400)

@@ -7,36 +7,51 @@ included, is ``application/problem+json`` with ``type``, ``title``, ``status``, 
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
-from flask import Flask, Response, json, request
-from marshmallow import Schema, ValidationError, fields
+from flask import Blueprint, Flask, Response, json, request
+from marshmallow import RAISE, Schema, ValidationError, fields
 from werkzeug.exceptions import HTTPException
 
-from service.errors import ServiceError
+from service.errors import NotFound, ServiceError
+from service.problems import CATALOGUE, description, title_for
 
 log = logging.getLogger(__name__)
 
-PROBLEM_BASE = "https://vhdmend.example/problems/"
+#: Problem types are pages this service serves: ``<base URL>/problems/<slug>``.
+PROBLEM_PATH = "/problems/"
 MEDIA_TYPE = "application/problem+json"
+
+bp = Blueprint("problems", __name__)
+
+
+def type_uri(code: str) -> str:
+    """The absolute URI of problem ``code`` (resolves to :func:`problem_page`)."""
+    root = request.url_root.rstrip("/") if request else ""
+    return root + PROBLEM_PATH + code
 
 
 class ProblemSchema(Schema):
     """An RFC 9457 problem document."""
 
-    type = fields.String(metadata={"description": "URI naming the kind of problem"})
-    title = fields.String()
-    status = fields.Integer()
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={
+        "description": "URI of the kind of problem: a page at /problems/<slug>"})
+    title = fields.String(required=True, metadata={"description": "a human summary"})
+    status = fields.Integer(required=True)
     detail = fields.String()
-    instance = fields.String()
+    instance = fields.String(allow_none=True)
     errors = fields.Dict(metadata={"description": "field -> messages (validation only)"})
 
 
 def problem(status: int, code: str, title: str, detail: str | None = None,
             headers: dict[str, str] | None = None, **extra: Any) -> Response:
     """A problem+json response."""
-    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status}
+    body: dict[str, Any] = {"type": type_uri(code), "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body["instance"] = request.path if request else None
@@ -61,16 +76,31 @@ def handle(e: Exception) -> Response:
         return problem(422, "invalid_request", "Invalid request",
                        "the request does not match the schema", errors=messages)
     if isinstance(e, ServiceError):
-        return problem(e.status, e.code, type(e).__name__, e.detail,
+        return problem(e.status, e.code, title_for(e.code, type(e).__name__), e.detail,
                        headers=getattr(e, "headers", None))
     if isinstance(e, HTTPException):
         status = e.code or 500
         headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
-        return problem(status, _code_for(status), e.name, e.description, headers=headers)
+        code = _code_for(status)
+        return problem(status, code, title_for(code, e.name), e.description, headers=headers)
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return problem(500, "internal", "Internal Server Error",
+    return problem(500, "internal", title_for("internal"),
                    "an unexpected error occurred; it has been logged")
+
+
+@bp.get("/problems/<slug>")
+def problem_page(slug: str) -> Response:
+    """The page a problem ``type`` URI resolves to."""
+    text = description(slug)
+    if text is None:
+        raise NotFound(f"no problem type {slug!r}")
+    title = html.escape(CATALOGUE[slug][0])
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><p>{html.escape(text)}</p><p>Problem type "
+            f"<code>{html.escape(slug)}</code> of the vhdmend API.</p></body></html>")
+    return Response(page, mimetype="text/html")
 
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, handle)
+    app.register_blueprint(bp)

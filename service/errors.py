@@ -25,8 +25,10 @@ class ServiceError(Exception):
         self.detail = detail
 
     def to_dict(self) -> dict[str, str]:
-        """``{type, title, detail}`` as stored on a job's ``error``."""
-        return {"type": self.code, "title": type(self).__name__, "detail": self.detail}
+        """``{type, title, detail}`` as stored on a job's ``error`` (a human title)."""
+        from service.problems import title_for
+        return {"type": self.code, "title": title_for(self.code, type(self).__name__),
+                "detail": self.detail}
 
 
 # --- the caller is at fault -------------------------------------------------------------
@@ -65,6 +67,13 @@ class Conflict(ClientError):
     code = "conflict"
 
 
+class CallbackRefused(ClientError):
+    """A callback the service would never deliver: its host is off the webhook allow-list,
+    or its secret is not a valid Standard Webhooks ``whsec_<base64>`` secret."""
+
+    code = "callback_refused"
+
+
 class IdempotencyMismatch(ClientError):
     """An Idempotency-Key was reused with another request body."""
 
@@ -80,6 +89,16 @@ class EnvironmentFault(ServiceError):
 
     status = 503
     code = "unavailable"
+
+
+class NoLiveWorker(EnvironmentFault):
+    """No worker of the storage host is heartbeating: a synchronous call cannot be answered."""
+
+    code = "no_live_worker"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class LostLease(ServiceError):

@@ -49,11 +49,13 @@ def build_parser(*, with_service: bool = True) -> argparse.ArgumentParser:
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register up/serve/worker/submit/status/watch when the service code is importable."""
     try:
-        from vhdmend import service_cli
+        from vhdmend import service_cli, volumes_cli
     except ImportError as e:  # the service extras are not installed, or not written yet
         log.debug("service commands unavailable: %s", e)
         return
     service_cli.add_commands(sub)
+    # volumes_cli builds on service_cli's HTTP client: registered here, not from there.
+    volumes_cli.add_command(sub, service_cli.client_args)
 
 
 def _first_command(argv: Sequence[str]) -> str | None:

@@ -1,5 +1,5 @@
 """Service commands of the ``vhdmend`` CLI: ``up``, ``serve``, ``worker``, ``submit``,
-``status``, ``watch`` (and ``volumes``, :mod:`vhdmend.volumes_cli`).
+``status``, ``watch`` (``volumes`` is :mod:`vhdmend.volumes_cli`, registered beside them).
 
 Flask, Celery and Redis are imported inside the handlers only, so ``vhdmend info`` never
 pays for them. Client commands talk HTTP with the standard library.
@@ -28,6 +28,13 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CANCELLED = 0, 1, 2, 69, 130
 
 
+def client_args(p: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--token`` of every command that talks to the API."""
+    p.add_argument("--url", default=os.environ.get("VHDMEND_URL", DEFAULT_URL))
+    p.add_argument("--token", default=os.environ.get("VHDMEND_API_TOKEN"),
+                   help="bearer token (default $VHDMEND_API_TOKEN)")
+
+
 def add_commands(sub: Any) -> None:
     """Register the service commands on the CLI's subparsers."""
     p = sub.add_parser("up", help="single machine: Redis, the API and one worker")
@@ -54,11 +61,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--pool", default=None, help="Celery pool (default prefork; solo on Windows)")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
-
-    def client_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--url", default=os.environ.get("VHDMEND_URL", DEFAULT_URL))
-        p.add_argument("--token", default=os.environ.get("VHDMEND_API_TOKEN"),
-                       help="bearer token (default $VHDMEND_API_TOKEN)")
 
     p = sub.add_parser("submit", help="submit a job over HTTP")
     p.add_argument("type", choices=["inspect", "plan", "merge", "compact", "convert",
@@ -94,9 +96,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=0.5)
     client_args(p)
     p.set_defaults(func=cmd_watch)
-
-    from vhdmend import volumes_cli
-    volumes_cli.add_command(sub, client_args)
 
 
 # --- HTTP client -------------------------------------------------------------------------
@@ -230,8 +229,30 @@ def _roots_env(specs: list[str]) -> str:
                     for s in specs)
 
 
+#: Import names of the ``service`` extra (pyproject.toml) the server commands need.
+SERVICE_MODULES = ("flask", "werkzeug", "marshmallow", "apispec", "celery", "kombu", "redis",
+                   "ulid")
+
+
+def require_service_extra() -> None:
+    """Refuse (exit 2, a clear message) when the ``service`` extra is not installed."""
+    import importlib
+
+    from vhdlib.errors import UsageError
+    missing = []
+    for name in SERVICE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UsageError("the service commands need the service extra: "
+                         "pip install 'vhdmend[service]' (missing: " + ", ".join(missing) + ")")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API: gunicorn (threads) in production, Werkzeug with ``--dev``."""
+    require_service_extra()
     if not args.dev and shutil.which("gunicorn"):
         argv = ["gunicorn", "--bind", args.bind, "--workers", str(args.workers),
                 "--threads", str(args.threads), "--worker-class", "gthread",
@@ -245,6 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run this host's Celery worker on its own queue."""
+    require_service_extra()
     os.environ["VHDMEND_HOST"] = args.worker_host
     os.environ["VHDMEND_ROOTS"] = _roots_env(args.root)
     from service.hosts import queue_for
@@ -292,6 +314,7 @@ def start_redis(state_dir: str, port: int) -> subprocess.Popen[bytes]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Redis + one worker + the API on one machine; Ctrl-C stops everything."""
+    require_service_extra()
     state_dir = args.state_dir or os.path.join(os.path.expanduser("~"), ".local", "state",
                                                "vhdmend")
     os.makedirs(state_dir, exist_ok=True)

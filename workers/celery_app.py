@@ -10,6 +10,7 @@ redelivered message is harmless.
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache, partial
 from typing import Any
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 def worker_app() -> Celery:
     """The app of this worker process (settings from the environment), with the
     housekeeping thread tied to the worker's start and shutdown."""
+    # Built in the main process before the pool forks: its children name the same worker
+    # (service.hosts.worker_id) in jobs and events as the main process does in /v1/hosts.
+    os.environ["VHDMEND_WORKER_MAIN_PID"] = str(os.getpid())
     celery = make_app(runtime.settings().redis_url)
     _connect_signals()
     return celery

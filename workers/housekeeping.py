@@ -7,8 +7,6 @@ it keeps beating while the pool's processes run jobs.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 
 from service import hosts
@@ -30,7 +28,7 @@ class Housekeeping(threading.Thread):
         self.s = settings
         self.send = send
         self.pool = pool
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = hosts.worker_id(settings.host or "anyhost")
         self._stop_event = threading.Event()
 
     def tick(self) -> None:

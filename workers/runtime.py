@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from functools import cache
 
 import redis
 
-from service import config
+from service import config, hosts
 from service.config import Settings
 from service.store import RedisJobStore, redis_client
 
@@ -39,5 +38,6 @@ def store() -> RedisJobStore:
 
 
 def worker_name() -> str:
-    """``host@machine:pid``: which process runs an execution."""
-    return f"{settings().host or 'anyhost'}@{socket.gethostname()}:{os.getpid()}"
+    """The opaque id of this worker (:func:`service.hosts.worker_id`): no machine name or
+    PID reaches a job, an event or /v1/hosts."""
+    return hosts.worker_id(settings().host or "anyhost")

@@ -38,6 +38,8 @@ from service.config import Settings
 from service.errors import LostLease, ServiceError
 from service.job import Job, Position
 from service.kinds.inspect import jsonable
+from service.problems import humane
+from service.public_paths import Relativizer
 from service.store import JobStore
 from vhdlib import journal as vjournal
 from vhdlib.errors import Cancelled, FenceError, OperationInProgressError, VhdlibError
@@ -45,6 +47,7 @@ from vhdlib.progress import Progress
 from workers import runtime
 from workers.dispatch import TASK_NAME, Send, send_job
 from workers.heartbeat import Heartbeat
+from workers.meter import ProgressMeter
 from workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -55,27 +58,6 @@ def run_job(self: Any, job_id: str) -> str:
     """Run (or continue) job ``job_id``; returns what happened, for the worker log."""
     return JobRun(job_id, runtime.store(), runtime.settings(),
                   send=partial(send_job, celery=self.app)).run()
-
-
-class ProgressMeter:
-    """Rate (EWMA, bytes/s) and ETA from successive progress reports."""
-
-    def __init__(self) -> None:
-        self.last_t: float | None = None
-        self.last_done = 0
-        self.rate = 0.0
-
-    def update(self, p: Progress, now: float) -> dict[str, Any]:
-        if self.last_t is not None and now > self.last_t:
-            inst = max(0, p.overall_done - self.last_done) / (now - self.last_t)
-            self.rate = inst if self.rate == 0 else 0.7 * self.rate + 0.3 * inst
-        self.last_t, self.last_done = now, p.overall_done
-        total = p.overall_total
-        percent = round(100.0 * p.overall_done / total, 2) if total else 100.0
-        eta = (total - p.overall_done) / self.rate if self.rate > 0 else None
-        return {"done": p.overall_done, "total": total, "percent": percent,
-                "rate": round(self.rate, 1), "eta_seconds": None if eta is None else round(eta, 1),
-                "phase_done": p.done, "phase_total": p.total}
 
 
 class JobRun:
@@ -92,12 +74,15 @@ class JobRun:
         self.store = store
         self.s = settings
         self.token = secrets.token_hex(16)
+        #: Rewrites storage-host paths in what this run stores (HTTP never shows one: D2).
+        self.public = Relativizer(settings.roots, None)
         self.hb: Heartbeat | None = None
         self.lock: ChainLock | None = None
         #: The chain's identity (the base disk's id), once known.
         self.identity = ""
         self.held: Held | None = None
         self.meter = ProgressMeter()
+        self._last_written_done = 0
         self._last_write = 0.0
         self._last_phase: str | None = None
         self._last_step = -1
@@ -173,11 +158,13 @@ class JobRun:
         try:
             self.store.transition(self.job_id, None, state,
                                   token=self.token if only_if_owner else None,
-                                  set_fields={"error": error}, delete=["lease_token"])
+                                  set_fields={"error": self.public(humane(error))},
+                                  delete=["lease_token"])
         except LostLease:
             log.warning("job %s: not marking %s: another execution owns it", self.job_id, state)
 
     def _execute(self, job: Job) -> str:
+        self.public = Relativizer(self.s.roots, job.root)
         kind = kinds.get(job.type)
         path = paths.resolve(self.s.roots, job.root, job.path, must_exist=not kind.folder)
         root_real = paths.root_dir(self.s.roots, job.root)
@@ -217,6 +204,9 @@ class JobRun:
             at = Position.of_state(vjournal.load(journal))
             op = backend.resume(journal, fence=held.fence)
             self._chunk_done = at.done
+            # A resumed job's progress never goes back (it continues from the journal).
+            self.meter = ProgressMeter((job.progress or {}).get("done", 0))
+            self._last_written_done = self.meter.done
             self.store.add_event(job.id, {"type": "resumed", "fence": held.fence,
                                           "phase": at.phase, "cursor": at.cursor,
                                           "done": at.done})
@@ -225,7 +215,8 @@ class JobRun:
             at = Position()
         plan = op.plan.to_dict() if getattr(op, "plan", None) is not None else None
         self.store.transition(job.id, None, None, token=self.token, set_fields={
-            "fence": held.fence, "lock_key": identity, "plan": plan, "phase": "starting",
+            "fence": held.fence, "lock_key": identity, "plan": self.public(plan),
+            "phase": "starting",
             "checkpoint": Position(engine.journal_path(op), at.phase, at.cursor, at.done,
                                    held.fence)})
         result = engine.run(
@@ -238,7 +229,10 @@ class JobRun:
             self.store.transition(job.id, None, states.PAUSED, token=self.token,
                                   delete=["lease_token"])
             return "paused"
-        self._done(result=jsonable(result))
+        fields: dict[str, Any] = {"result": jsonable(result)}
+        if self.meter.first is not None:   # 100 % only now that the job is done
+            fields["progress"] = self.meter.final(time.monotonic())
+        self._done(**fields)
         return "succeeded"
 
     def _reserved_by_another(self, job_id: str) -> str | None:
@@ -261,7 +255,8 @@ class JobRun:
     def _done(self, *, state: str = "succeeded", **fields: Any) -> None:
         self._unreserve(self.job_id)
         self.store.transition(self.job_id, None, state, token=self.token,
-                              set_fields={**fields, "phase": "done" if state == "succeeded"
+                              set_fields={**self.public(fields), "phase": "done"
+                                          if state == "succeeded"
                                           else None}, delete=["lease_token"])
 
     def _resolve_options(self, job: Job, kind: kinds.JobKind) -> dict[str, Any]:
@@ -325,10 +320,13 @@ class JobRun:
             hook = "job.progress"
         if bucket > self._last_step:
             self._last_step = bucket
+        # Written at least every chunk's worth of bytes: no shown jump is larger (D9).
+        jump = self.s.chunk_bytes or max(1, progress["total"] // 50)
         wrote = (p.phase != self._last_phase or now - self._last_write >= self.s.progress_interval
-                 or hook is not None)
+                 or hook is not None or progress["done"] - self._last_written_done >= jump)
         if wrote:
             self._last_write, self._last_phase = now, p.phase
+            self._last_written_done = progress["done"]
             self.store.transition(self.job_id, None, None, token=self.token,
                                   set_fields={"phase": p.phase, "progress": progress},
                                   webhook=hook)

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from service.callbacks import allowed, secret_bytes
 from service.config import Settings
 from service.errors import NotFound
 from service.store import JobStore
@@ -33,12 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two attempts.
 MAX_DELAY = 3600.0
-
-
-def secret_bytes(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):])
-    return secret.encode()
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -56,14 +51,6 @@ def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: float =
         return False
     expected = sign(secret, lower["webhook-id"], ts, body)
     return any(hmac.compare_digest(expected, s) for s in lower["webhook-signature"].split())
-
-
-def allowed(url: str, allow_hosts: tuple[str, ...]) -> bool:
-    """Whether ``url`` is http(s) to a host on the allow-list."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    return "*" in allow_hosts or parts.hostname in allow_hosts
 
 
 def backoff(attempt: int, base: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from api.auth import requires
+from api.health.schemas import HealthSchema
 from api.openapi import operation
 from api.problems import problem
 from service.store import JobStore
@@ -18,14 +19,14 @@ def _store() -> JobStore:
 
 
 @bp.get("/healthz")
-@operation("Liveness (no token needed)", tags=("health",), responses={200: ("Alive", None)})
+@operation("Liveness (no token needed)", tags=("health",), responses={200: ("Alive", HealthSchema)})
 def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
 @operation("Readiness: Redis answers (no token needed)", tags=("health",),
-           responses={200: ("Ready", None), 503: ("Redis unreachable", None)})
+           responses={200: ("Ready", HealthSchema), 503: ("Redis unreachable", None)})
 def readyz() -> Response:
     try:
         _store().ping()

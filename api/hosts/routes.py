@@ -29,7 +29,7 @@ def list_hosts() -> Response:
                                          "running_jobs": [], "_hb": 0.0})
         h["roots"].update(w["free"])
         h["_hb"] = max(h["_hb"], w["heartbeat"])
-        h["workers"].append({"worker": w["worker"], "queue": w["queue"], "pid": w["pid"],
+        h["workers"].append({"worker": w["worker"], "queue": w["queue"],
                              "last_heartbeat": iso(w["heartbeat"])})
     active = [job_id for state in sorted(ACTIVE) for job_id in store.ids_in_state(state)]
     for job in store.get_many(active):

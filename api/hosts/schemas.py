@@ -11,9 +11,8 @@ class RootSpaceSchema(Schema):
 
 
 class WorkerSchema(Schema):
-    worker = fields.String()
+    worker = fields.String(metadata={"description": "opaque worker id (stable per process)"})
     queue = fields.String(allow_none=True)
-    pid = fields.Integer()
     last_heartbeat = fields.String()
 
 

@@ -25,7 +25,7 @@ from api.jobs.schemas import (
     StreamQuerySchema,
 )
 from api.openapi import operation
-from service import hosts, states
+from service import callbacks, hosts, states
 from service.errors import Conflict, NotFound, UnknownRoot
 from service.job import Job, new_job, public_json
 from service.store import JobStore
@@ -33,6 +33,10 @@ from service.store import JobStore
 log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+#: The operations on one job (OpenAPI links from a created job to them).
+JOB_OPERATIONS = ("jobs_get_job", "jobs_cancel_job", "jobs_pause_job", "jobs_resume_job",
+                  "jobs_job_events")  # not the stream: it lasts until the job ends
 
 #: Seconds a client should wait before polling a new job.
 RETRY_AFTER = "2"
@@ -52,16 +56,36 @@ def dispatch(job: Job) -> None:
                     job.id, e)
 
 
+#: Deepest nesting a body may have (ours is 4 deep); checked before marshmallow recurses.
+MAX_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counted without recursion up to ``limit`` + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for x in level if isinstance(x, (dict, list))
+                 for v in (x.values() if isinstance(x, dict) else x)]
+    return depth if not level else limit + 1
+
+
 def json_body(required: bool = True) -> dict[str, Any]:
-    """The request's JSON object, or a 422 problem."""
+    """The request's JSON object, or a 422 problem (never a RecursionError: D1)."""
     if not request.data and not required:
         return {}
     if not request.is_json:
         raise ValidationError({"_schema": ["send a JSON object with "
                                            "Content-Type: application/json"]})
-    data = request.get_json(silent=True)
+    try:
+        data = json.loads(request.get_data())
+    except (ValueError, RecursionError):
+        raise ValidationError({"_schema": ["the body is not valid JSON (or nests deeper "
+                                           f"than {MAX_DEPTH} levels)"]}) from None
     if not isinstance(data, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    if json_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ValidationError({"_schema": [f"the body nests deeper than {MAX_DEPTH} levels"]})
     return data
 
 
@@ -96,6 +120,10 @@ def check_root(host: str, root: str) -> str | None:
 def submit(data: dict[str, Any], idem_key: str | None) -> tuple[Job, bool]:
     """Create (or find, by Idempotency-Key) the job ``data`` describes and nudge it."""
     who = principal().name
+    if data.get("callback"):
+        settings = current_app.config["VHDMEND_SETTINGS"]
+        callbacks.check(data["callback"]["url"], data["callback"]["secret"],
+                        settings.webhook_allow_hosts)
     reason = check_root(data["host"], data["root"])
     job = new_job(data["type"], data["host"], data["root"], data["path"],
                   options=data.get("options"), external_ref=data.get("external_ref"),
@@ -117,7 +145,8 @@ def submit(data: dict[str, Any], idem_key: str | None) -> tuple[Job, bool]:
 @requires("jobs:write")
 @operation("Submit a job", body=JobCreateSchema, tags=("jobs",),
            responses={202: ("Accepted; poll the Location", JobSchema)},
-           headers={"Idempotency-Key": "same key and body: the same job; other body: 422"})
+           headers={"Idempotency-Key": "same key and body: the same job; other body: 422"},
+           links={202: JOB_OPERATIONS})
 def create_job() -> Response:
     idem_key = request.headers.get("Idempotency-Key")
     if idem_key is not None and not (0 < len(idem_key) <= 255):
@@ -202,27 +231,58 @@ def job_events(job_id: str) -> Response:
     return jsonify({"items": items, "next": q["start"] + len(items)})
 
 
+#: Milliseconds an SSE client waits before reconnecting (the stream's ``retry:`` field).
+SSE_RETRY_MS = 2000
+
+
+def event_id(job: Job) -> int:
+    """The SSE id of a view of ``job``: its update time in integer microseconds, so ids
+    grow with every change and a reconnecting client's ``Last-Event-ID`` says what it saw."""
+    return round(job.updated_at * 1_000_000)
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return -1
+    if not raw.isdigit() or len(raw) > 20:
+        raise ValidationError({"Last-Event-ID": ["an id this stream sent (an integer)"]})
+    return int(raw)
+
+
 @bp.get("/<job_id>/stream")
 @requires("jobs:read")
 @operation("Server-sent events: the job on every change until it finishes", tags=("jobs",),
            query=StreamQuerySchema, media="text/event-stream",
-           responses={200: ("An SSE stream", None)})
+           headers={"Last-Event-ID": "resume after this event id (no event repeats)"},
+           responses={200: ("An SSE stream (text/event-stream): first `retry: 2000`, then "
+                            "per change `event: job`, `id: <integer, increasing>` and "
+                            "`data: <the job as JSON>`; it ends after a finished state. "
+                            "Reconnect with `Last-Event-ID` to resume. The schema is each "
+                            "event's data.", JobSchema)})
 def job_stream(job_id: str) -> Response:
     q = StreamQuerySchema().load(request.args.to_dict())
+    after = _last_event_id()
     s = store()
     first = s.get(valid_id(job_id))
     interval: float = q["interval"]
+    # A stream ends after this long; the client reconnects with Last-Event-ID (no repeat).
+    until = time.monotonic() + float(current_app.config.get("VHDMEND_STREAM_MAX_SECONDS", 300))
 
     def events() -> Iterator[str]:
-        last = None
+        retry = f"retry: {SSE_RETRY_MS}\n"  # with the first event (an event without data
+        last = None                           # would be one that violates its schema)
+        seen = after
         job: Job | None = first
         while job is not None:
             view = JobSchema().dump(job.to_public())
             key = (view["state"], view.get("progress"), view.get("phase"))
-            if key != last:
-                last = key
-                yield f"event: job\nid: {job.updated_at}\ndata: {json.dumps(view)}\n\n"
-            if job.terminal:
+            eid = event_id(job)
+            if key != last and eid > seen:
+                last, seen = key, eid
+                yield f"{retry}event: job\nid: {eid}\ndata: {json.dumps(view)}\n\n"
+                retry = ""
+            if job.terminal or time.monotonic() >= until:
                 return
             time.sleep(interval)
             try:

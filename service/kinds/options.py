@@ -8,11 +8,12 @@ PATH_OPTIONS = {"output": False, "into": True, "archive": False}
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "merge": ("into", "force", "archive", "delete", "lenient"),
-    "compact": ("lenient",),
+    "compact": ("lenient", "reclaim"),
     "convert": ("output", "type", "format", "block_size", "sparse", "lenient", "uuid",
-                "timestamp"),
+                "timestamp", "reclaim", "attributes_from", "drop_attributes"),
     "remediate": ("output", "type", "format", "archive", "delete", "force", "block_size",
-                  "sparse", "lenient", "uuid", "timestamp"),
+                  "sparse", "lenient", "uuid", "timestamp", "reclaim", "attributes_from",
+                  "drop_attributes"),
 }
 
 

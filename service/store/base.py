@@ -30,6 +30,15 @@ from service.volumes.store import VolumeStore
 log = logging.getLogger(__name__)
 
 
+#: The job hash field counting its webhooks (not a Job attribute: only the outbox reads it).
+WEBHOOK_SEQ = "webhook_seq"
+
+
+def _field(raw: Mapping[Any, Any], name: str) -> str | None:
+    v = raw.get(name, raw.get(name.encode()))
+    return v.decode() if isinstance(v, bytes) else v
+
+
 @dataclass
 class Change:
     """One atomic write to a job, computed by :meth:`JobStore.transition` from the record
@@ -216,11 +225,16 @@ class JobStore(ABC):
         return json.dumps({"at": iso(now), **ev}, separators=(",", ":"))
 
     @staticmethod
-    def _webhook(job: Job, event_type: str, now: float) -> tuple[str, str] | None:
+    def _webhook(job: Job, event_type: str, now: float,
+                 sequence: int = 1) -> tuple[str, str] | None:
+        """The outbox record of one webhook. ``sequence`` numbers a job's webhooks 1, 2, ...
+        in the order of the changes (kept in the job hash's ``webhook_seq``, written in the
+        same atomic change): receivers order by it and drop a lower one seen late."""
         if not job.callback:
             return None
         delivery_id = f"msg_{ULID()}"
-        payload = {"type": event_type, "timestamp": iso(now), "data": job.to_public()}
+        payload = {"type": event_type, "timestamp": iso(now), "sequence": sequence,
+                   "data": job.to_public()}
         record = {"id": delivery_id, "job_id": job.id, "payload": payload, "attempt": 0,
                   "first_at": now}
         return delivery_id, json.dumps(record, separators=(",", ":"))
@@ -267,8 +281,10 @@ class JobStore(ABC):
             elif event:
                 change.events.append(self._event(event, now))
             hook = webhook or (f"job.{target}" if target != job.state else None)
-            if hook:
-                change.webhook = self._webhook(updated, hook, now)
+            if hook and job.callback:
+                seq = int(_field(raw, WEBHOOK_SEQ) or 1) + 1  # job.created was 1
+                change.values[WEBHOOK_SEQ] = str(seq)
+                change.webhook = self._webhook(updated, hook, now, seq)
             return change
 
         change = self._update(job_id, compute)

@@ -32,7 +32,8 @@ class Sent:
 def settings():
     return load({}, tokens=tuple(TokenEntry(n, hash_token(t), frozenset(s))
                                  for n, (t, s) in TOKENS.items()),
-                plan_timeout=1.0, webhook_progress_step=0)
+                plan_timeout=1.0, webhook_progress_step=0,
+                webhook_allow_hosts=("127.0.0.1", "tickets.example"))
 
 
 @pytest.fixture

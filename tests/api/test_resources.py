@@ -36,22 +36,31 @@ def _answer_plans(store, state="succeeded"):
     return run
 
 
-def test_plan_waits_for_the_worker(app, client, store):
+def _live_worker(store, tmp_path):
+    # /v1/plan answers 503 at once when the host has no live worker (issue 8 D10)
+    registry.register(store, "h1", "w1", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+
+
+def test_plan_waits_for_the_worker(app, client, store, tmp_path):
+    _live_worker(store, tmp_path)
     app.extensions["vhdmend_dispatch"] = _answer_plans(store)
+    # jobs:write: a plan makes the worker read disks (issue 8 D10)
     resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
-                                         "operation": "compact"}, headers=auth("reader"))
+                                         "operation": "compact"}, headers=auth("writer"))
     assert resp.status_code == 200
     assert resp.json["plan"]["operation"] == "compact" and resp.json["job_id"]
 
 
-def test_plan_failure_is_a_problem(app, client, store):
+def test_plan_failure_is_a_problem(app, client, store, tmp_path):
+    _live_worker(store, tmp_path)
     app.extensions["vhdmend_dispatch"] = _answer_plans(store, "failed")
     resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
                                          "operation": "compact"}, headers=auth())
     assert resp.status_code == 422 and resp.json["type"].endswith("/not_a_disk")
 
 
-def test_plan_timeout_is_202_with_location(client):
+def test_plan_timeout_is_202_with_location(client, store, tmp_path):
+    _live_worker(store, tmp_path)
     resp = client.post("/v1/plan", json={"host": "h1", "root": "vms", "path": "d.vhd",
                                          "operation": "convert",
                                          "options": {"output": "o.vhd"}}, headers=auth())

@@ -157,3 +157,23 @@ def test_the_chain_lock_is_fenced_on_both_stores(store: JobStore) -> None:
     store.chains.add_waiter("chain-1", "j1")
     assert store.chains.take_waiters("chain-1") == ["j1", "j2"]
     assert store.chains.take_waiters("chain-1") == []
+
+
+def test_webhooks_carry_a_per_job_sequence_in_change_order(store: JobStore) -> None:
+    job, _ = store.create(new_job("merge", "h1", "vms", "a.avhd",
+                                  callback={"url": "http://x/hook", "secret": "s"}))
+    other, _ = store.create(new_job("merge", "h1", "vms", "b.avhd",
+                                    callback={"url": "http://x/hook", "secret": "s"}))
+    store.transition(job.id, None, "running")
+    store.transition(job.id, None, None, set_fields={"phase": "copy"}, webhook="job.progress")
+    store.transition(job.id, None, "succeeded")
+    store.transition(other.id, None, "running")
+    records = [store.delivery(d) for d in store.due_deliveries(time.time() + 1, 20)]
+    seqs: dict[str, list[tuple[int, str]]] = {}
+    for r in records:
+        assert r is not None
+        seqs.setdefault(r["job_id"], []).append((r["payload"]["sequence"],
+                                                 r["payload"]["type"]))
+    assert sorted(seqs[job.id]) == [(1, "job.created"), (2, "job.running"),
+                                    (3, "job.progress"), (4, "job.succeeded")]
+    assert sorted(seqs[other.id]) == [(1, "job.created"), (2, "job.running")]

@@ -36,3 +36,20 @@ def test_help_lists_service_commands() -> None:
     assert r.code == 0, r.err
     for name in ("up", "serve", "worker", "submit", "status", "watch"):
         assert f"    {name} " in r.out, name
+
+
+def test_up_without_the_service_extra_says_to_install_it(tmp_path) -> None:
+    # A finder that hides werkzeug and flask, as after `pip install vhdmend` (no extra)
+    code = ("import sys, importlib.abc\n"
+            "class Hide(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('flask', 'werkzeug'):\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "from vhdmend import cli\n"
+            f"sys.exit(cli.main(['up', '--root', 'vms={tmp_path}', '--port', '1']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=cli_env(), cwd=REPO, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "vhdmend[service]" in r.stderr and "werkzeug" in r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr

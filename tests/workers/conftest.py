@@ -187,7 +187,7 @@ class Stack:
         from service.config import TokenEntry, hash_token, load
         settings = load({}, redis_url=self.server.url, prefix=self.prefix,
                         tokens=(TokenEntry("it", hash_token(TOKEN), frozenset({"admin"})),),
-                        plan_timeout=20.0)
+                        plan_timeout=20.0, webhook_allow_hosts=("127.0.0.1", "localhost"))
         server = make_server("127.0.0.1", free_port(), create_app(settings), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.http = server

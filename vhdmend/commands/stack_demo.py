@@ -318,11 +318,13 @@ def _report(args: argparse.Namespace, folder: Path, chain: list[Path],
     quiet = args.quiet or args.json
     state = job.get("state")
     result = job.get("result") or {}
+    # The API shows paths relative to the root (the demo folder): make it a local path.
+    archive = str(folder / result["archive"]) if result.get("archive") else None
     summary: dict[str, Any] = {"job": {k: job.get(k) for k in ("id", "state", "result",
                                                                 "error")},
                                "seconds": round(seconds, 1),
                                "folder": str(folder), "virtual_size": virtual_size,
-                               "before": before, "archive": result.get("archive")}
+                               "before": before, "archive": archive}
     if state != "succeeded":
         if args.json:
             emit_json(summary)
@@ -349,7 +351,7 @@ def _report(args: argparse.Namespace, folder: Path, chain: list[Path],
         print(f"virtual size {human_size(virtual_size)}: the result takes "
               f"{human_size(max(saved, 0))} ({pct:.0f}%) less space on the volume than the "
               f"chain did")
-        print(f"the old chain is kept in {result.get('archive') or folder} until you "
+        print(f"the old chain is kept in {archive or folder} until you "
               f"delete it")
         print(f"sha256 of the disk's content ({human_size(virtual_size)} read from each):")
         print(f"  chain  {chain_sha}")

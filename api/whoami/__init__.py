@@ -1,0 +1,1 @@
+"""``/v1/whoami``: the calling token's name and scopes (what the dashboard may offer)."""
