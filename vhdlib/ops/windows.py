@@ -264,6 +264,11 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
         reads, read = _window_plan(disk, index)
         # The next window is mapped now (its plan is ready when the walk gets there).
         _look_ahead(disk, index + 1, prefetch=not readahead.ENABLED)
+        if drop:
+            # Dropped bytes are neither written nor digested: not read either (the
+            # reported ``read`` stays the plan's DATA bytes, so journals are unchanged).
+            reads = [(a, b - a, level, fo + a - off) for off, length, level, fo in reads
+                     for a, b in _kept(off, off + length, drop)]
         units = ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
                  for pos, n in _cut(off, off + length))
         # Units are read a step ahead in a second thread (O_DIRECT where possible) while

@@ -27,6 +27,7 @@ from vhdlib.scan.holders import holders, samba_installed
 from vhdlib.scan.layers import LayerFigures, measure
 from vhdlib.scan.owners import attach_owners
 from vhdlib.scan.pool import PROCESS_AFTER, ProcessFeed, examine, workers
+from vhdlib.scan.reclaimable import measure as reclaim_measure
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
 #: Called now and then with (files seen, disks found) while walking.
@@ -73,13 +74,15 @@ class ScanResult:
 
 def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
          progress: ScanProgress | None = None, threads: int = THREADS,
-         processes: int | None = None) -> ScanResult:
+         processes: int | None = None, reclaimable: bool = False) -> ScanResult:
     """Walk ``roots`` and report every chain and volume (nothing is written, no payload
     is read). A root that cannot be read raises :class:`~vhdlib.errors.NotADiskError`.
 
     The first files are examined in-process by ``threads`` threads; past
     :data:`~vhdlib.scan.pool.PROCESS_AFTER` files the rest go to ``processes`` worker
-    processes (default: one per CPU; 0 or 1: never)."""
+    processes (default: one per CPU; 0 or 1: never). ``reclaimable`` (opt-in) also reads
+    each chain's guest allocation maps for ``reclaimable_bytes``
+    (:mod:`~vhdlib.scan.reclaimable`)."""
     start = time.monotonic()
     real_roots = [os.path.realpath(r) for r in walk.check_roots(roots)]
     disks: dict[str, LayerFigures] = {}
@@ -145,6 +148,8 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
     ask_samba = samba_installed()
     for chain in chains:
         chain.holders = holders([layer.path for layer in chain.layers], ask_samba=ask_samba)
+        if reclaimable and chain.layers and not chain.problems:
+            chain.reclaim = reclaim_measure(chain.leaf).to_dict()
     configs = attach_owners(chains, real_roots)
     chains.sort(key=lambda c: (-c.growth_bytes, c.leaf))
     volumes = assess(chains, disks.values(), reserve)

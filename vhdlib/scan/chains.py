@@ -49,6 +49,8 @@ class ChainFigures:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     #: Inside a vhdmend archive folder: kept for safety, never written again.
     archived: bool = False
+    #: ``scan(reclaimable=True)``: :class:`~vhdlib.scan.reclaimable.Reclaimable` as a dict.
+    reclaim: dict[str, Any] | None = None
 
     @property
     def snapshots(self) -> int:
@@ -100,6 +102,9 @@ class ChainFigures:
             "vm": self.vm,
             "checkpoints": list(self.checkpoints),
             "layer_details": [layer.to_dict() for layer in self.layers],
+            **({"reclaim": self.reclaim,
+                "reclaimable_bytes": self.reclaim["reclaimable_bytes"]}
+               if self.reclaim is not None else {}),
         }
 
 

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "archive it in place, still occupying its space)")
     p.add_argument("--spare-root", metavar="DIR",
                    help="plan: a folder on another volume for archives of the old chains")
+    p.add_argument("--reclaimable", action="store_true",
+                   help="per chain: bytes it stores that the guest's NTFS/ext file systems "
+                        "mark free (what remediate --reclaim fs leaves out); reads their "
+                        "allocation maps, not file data")
     add_json(p)
     p.set_defaults(func=cmd_scan)
 
@@ -88,7 +92,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             raise UsageError("--spare-root must be an existing folder", path=args.spare_root)
     line = ScanProgressLine(not (args.quiet or args.json))
     try:
-        result = scan.scan(args.paths, reserve=reserve, progress=line)
+        result = scan.scan(args.paths, reserve=reserve, progress=line,
+                           reclaimable=args.reclaimable)
     finally:
         line.close()
     if args.plan:
@@ -161,12 +166,25 @@ def print_scan(data: dict[str, Any], *, plan: bool, stream: TextIO | None = None
                       file=out)
         for cfg in data.get("unreadable_vm_configs") or []:
             print(f"  VM configuration not read: {cfg['path']}: {cfg['reason']}", file=out)
+        for c in chains:
+            if "reclaim" in c:
+                print_reclaim(c["leaf"], c["reclaim"], out)
     if plan:
         for v in vols:
             if v.get("plan") is not None:
                 print_volume_plan(v, out)
     print(f"\n{data['files_scanned']} files scanned, {data['disks_found']} disks, "
           f"{data['seconds']:.2f} s", file=out)
+
+
+def print_reclaim(leaf: str, r: dict[str, Any], out: TextIO) -> None:
+    if r["error"]:
+        print(f"  {leaf}: reclaimable: not measured: {r['error']}", file=out)
+        return
+    print(f"  {leaf}: reclaimable {_h(r['reclaimable_bytes'])} (stored in free clusters; "
+          f"file systems free {_h(r['fs_free_bytes'])})", file=out)
+    for why in r["kept_whole"]:
+        print(f"    kept whole: {why}", file=out)
 
 
 def _vm_line(vm: dict[str, Any], checkpoints: list[dict[str, Any]]) -> str:

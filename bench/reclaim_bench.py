@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""The reclaim benchmark: ``remediate --reclaim fs`` against ``--reclaim zeros``, qemu-img, dd.
+
+    python bench/reclaim_bench.py [--dir DIR] [--size 16G] [--quick] [--fmt vhd,vhdx]
+                                  [--keep] [--profile]
+
+Workload (issue 13, "Benchmark"; built once per run in ``--dir``, deterministic per size):
+a raw guest disk of ``--size`` (default 16 GiB; ``--quick`` 2 GiB) with a GPT (``sgdisk``)
+holding an NTFS partition (first half) and an ext4 partition (second half). Each partition
+is first filled over 3/4 of its length with random "stale" bytes; then the file system is
+quick-formatted over them (``mkntfs -Q``; ``mke2fs -E nodiscard``, so no discard zeroes the
+stale bytes), then live files are added (1/8 of the disk per partition: ``ntfscp`` into the
+NTFS, ``mke2fs -d`` for the ext4). For 16 GiB: 4 GiB of live data and ~8 GiB of stale bytes
+in free space. The raw disk is converted to a dynamic VHD and VHDX with ``qemu-img convert``.
+
+Measured per format, each after ``sync; echo 3 > drop_caches``, each including an fsync of
+its output:
+
+a. ``vhdmend remediate BASE --output OUT --type dynamic --reclaim fs``;
+b. the same with ``--reclaim zeros`` (the default: all-zero blocks only);
+c. ``qemu-img convert -O vpc|vhdx -o subformat=dynamic`` (drops zero blocks only);
+d. ``dd`` from /dev/zero of the live blocks' bytes (``bs=8M conv=fsync``).
+
+Both formats use 2 MiB blocks (``--block-size 2M``; qemu-img ``block_size=2M`` for VHDX).
+
+"Live blocks" are the 2 MiB blocks (the dynamic output's block size) that are not wholly in
+free clusters and not all zero: what an ideal output must hold; the vhdlib volume scan gives
+the free clusters, and the check against the file systems' own tools is in the tests. Bytes
+written are the child's ``ru_oublock`` (block-layer writes it caused). Results are printed
+and written to ``bench/out/reclaim-<timestamp>.json``; the workload is deleted afterwards
+(``--keep`` keeps it). Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for p in (REPO, HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from chain_bench import GiB, MiB, human, machine_info, parse_size, rm  # noqa: E402
+
+SEED = 20261201
+BLOCK = 2 * MiB
+POOL = 32 * MiB
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+TARGETS = {"fs_size_vs_live_max": 1.02, "fs_time_vs_dd_max": 1.2}
+QEMU_FMT = {"vhd": ("vpc", ["-o", "subformat=dynamic,force_size=on"]),
+            "vhdx": ("vhdx", ["-o", "subformat=dynamic,block_size=2M"])}
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+class Pool:
+    """Random bytes, cheap: a 32 MiB pool read at a new random offset per chunk."""
+
+    def __init__(self, rnd: random.Random) -> None:
+        self.rnd = rnd
+        self.data = rnd.randbytes(POOL) * 2
+
+    def chunk(self, n: int) -> memoryview:
+        off = self.rnd.randrange(POOL)
+        return memoryview(self.data)[off:off + n]
+
+
+def fill(path: str, offset: int, length: int, pool: Pool) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        left = length
+        while left:
+            n = min(8 * MiB, left)
+            f.write(pool.chunk(n))
+            left -= n
+
+
+def build(folder: str, size: int, log: Any) -> dict[str, Any]:
+    """The raw guest disk (see the module docstring); returns its layout."""
+    rnd = random.Random(SEED)
+    pool = Pool(rnd)
+    raw = os.path.join(folder, "guest.raw")
+    ntfs = os.path.join(folder, "ntfs.raw")
+    live_dir = os.path.join(folder, "live")
+    sectors = size // 512
+    half = sectors // 2
+    p1 = (2048, half - 1)
+    p2 = (half, sectors - 34)  # last usable LBA: the backup GPT takes the last 33 sectors
+    with open(raw, "wb") as f:
+        f.truncate(size)
+    sh("sgdisk", "-n", f"1:{p1[0]}:{p1[1]}", "-t", "1:0700", "-c", "1:windows",
+       "-n", f"2:{p2[0]}:{p2[1]}", "-t", "2:8300", "-c", "2:linux", raw)
+    len1 = (p1[1] - p1[0] + 1) * 512
+    len2 = (p2[1] - p2[0] + 1) * 512 // 4096 * 4096
+    live_each = size // 8
+    files = max(1, live_each // (256 * MiB))
+    t0 = time.perf_counter()
+    # NTFS: stale bytes, quick format over them, live files; then into the disk.
+    with open(ntfs, "wb") as f:
+        f.truncate(len1)
+    fill(ntfs, 0, len1 * 3 // 4, pool)
+    sh("mkntfs", "-Q", "-F", "-q", "-c", "4096", "-p", str(p1[0]), "-H", "255", "-S", "63",
+       "-L", "win", ntfs)
+    os.makedirs(live_dir, exist_ok=True)
+    for i in range(files):
+        path = os.path.join(live_dir, f"file{i:03d}.bin")
+        with open(path, "wb") as f:
+            f.write(b"")
+        fill(path, 0, live_each // files, pool)
+        sh("ntfscp", "-f", ntfs, path, f"file{i:03d}.bin")
+    sh("dd", f"if={ntfs}", f"of={raw}", "bs=8M", f"seek={p1[0] * 512}", "oflag=seek_bytes",
+       "conv=notrunc,sparse", "status=none")
+    rm(ntfs)
+    # ext4: stale bytes in place, mke2fs -E nodiscard over them with the live files (new
+    # random content, so NTFS and ext4 files differ).
+    fill(raw, p2[0] * 512, len2 * 3 // 4, pool)
+    for i in range(files):
+        path = os.path.join(live_dir, f"file{i:03d}.bin")
+        with open(path, "wb") as f:
+            f.write(b"")
+        fill(path, 0, live_each // files, pool)
+    sh("mke2fs", "-F", "-q", "-t", "ext4", "-b", "4096", "-L", "linux",
+       "-E", f"nodiscard,offset={p2[0] * 512}", "-d", live_dir, raw, str(len2 // 4096))
+    rm(live_dir)
+    os.sync()
+    layout = {"virtual_size": size, "ntfs": [p1[0] * 512, len1], "ext4": [p2[0] * 512, len2],
+              "live_file_bytes": 2 * files * (live_each // files),
+              "stale_written_bytes": len1 * 3 // 4 + len2 * 3 // 4,
+              "build_s": round(time.perf_counter() - t0, 1)}
+    layout.update(ideal(raw))
+    log(f"built {human(size)} guest in {layout['build_s']} s: live files "
+        f"{human(layout['live_file_bytes'])}, stale written "
+        f"{human(layout['stale_written_bytes'])}, "
+        f"free in file systems {human(layout['fs_free_bytes'])}, live blocks "
+        f"{human(layout['live_block_bytes'])}")
+    return layout
+
+
+def ideal(raw: str) -> dict[str, Any]:
+    """The 2 MiB blocks an ideal output holds: not wholly free, not all zero."""
+    from vhdlib.volume import FileDisk, scan
+    with FileDisk(raw) as disk:
+        vmap = scan(disk)
+        free = set(vmap.reclaimable_blocks(BLOCK))
+        kept = [p.kept for p in vmap.partitions if p.kept]
+        live = zero_kept = 0
+        for b in range(disk.virtual_size // BLOCK):
+            if b in free:
+                continue
+            if any(disk.read(b * BLOCK, BLOCK)):
+                live += 1
+            else:
+                zero_kept += 1
+    return {"fs_free_bytes": vmap.free_bytes, "reclaimable_block_bytes": len(free) * BLOCK,
+            "live_block_bytes": live * BLOCK, "zero_block_bytes": zero_kept * BLOCK,
+            "kept_whole": kept}
+
+
+class Runner:
+    def __init__(self, logfile: str, log: Any) -> None:
+        self.logfile = logfile
+        self.log = log
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.dropped = True
+
+    def drop_caches(self) -> None:
+        os.sync()
+        try:
+            with open(DROP_CACHES, "w") as f:
+                f.write("3\n")
+        except OSError:
+            self.dropped = False
+
+    def run(self, name: str, argv: list[str], out: str, prefix: list[str] | None = None
+            ) -> dict[str, Any]:
+        """Wall time (with the output's fsync), CPU, bytes written, output size."""
+        self.drop_caches()
+        cmd = (prefix or []) + argv
+        with open(self.logfile, "a") as logf:
+            logf.write(f"\n$ {' '.join(cmd)}\n")
+            logf.flush()
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                    env=self.env)
+            _, status, ru = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{name} failed; see {self.logfile}")
+            fd = os.open(out, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            wall = time.perf_counter() - t0
+        st = os.stat(out)
+        res = {"name": name, "argv": argv, "wall_s": round(wall, 3),
+               "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+               "written_bytes": ru.ru_oublock * 512, "file_size": st.st_size,
+               "allocated_bytes": st.st_blocks * 512,
+               "loadavg_1m": round(os.getloadavg()[0], 2)}
+        self.log(f"  {name:<26} {wall:8.2f} s  cpu {res['cpu_s']:7.2f} s  written "
+                 f"{human(res['written_bytes']):>11}  size {human(st.st_size):>11}")
+        return res
+
+
+def vhdmend(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vhdmend", *args, "-q"]
+
+
+def bench_format(fmt: str, raw: str, folder: str, layout: dict[str, Any], runner: Runner,
+                 profile: bool) -> dict[str, Any]:
+    qfmt, qopts = QEMU_FMT[fmt]
+    base = os.path.join(folder, f"base.{fmt}")
+    sh("qemu-img", "convert", "-f", "raw", "-O", qfmt, *qopts, raw, base)
+    out = os.path.join(folder, f"out.{fmt}")
+    res: dict[str, Any] = {"base_file_size": os.stat(base).st_size}
+    runner.log(f"{fmt}: dynamic base {human(res['base_file_size'])}")
+    # 2 MiB blocks for both formats (VHDX's default is 32 MiB), so that every output is
+    # measured against the same live blocks.
+    fixed = ["--block-size", "2M", "--uuid", "6b1f0c52-3c1e-4b8e-9d57-0d5c1a2b3c4d",
+             "--timestamp", "1764547200"]
+    for key, mode in (("fs", "fs"), ("zeros", "zeros")):
+        prefix = None
+        if profile and key == "fs":
+            prefix = [sys.executable, "-m", "cProfile", "-o",
+                      os.path.join(folder, f"profile-{fmt}.pstats")]
+            argv = ["-m", "vhdmend", "remediate", base, "--output", out, "--type", "dynamic",
+                    "--reclaim", mode, *fixed, "-q"]
+        else:
+            argv = vhdmend("remediate", base, "--output", out, "--type", "dynamic",
+                           "--reclaim", mode, *fixed)
+        res[key] = runner.run(f"{fmt} remediate --reclaim {mode}", argv, out, prefix)
+        rm(out)
+    res["qemu"] = runner.run(f"{fmt} qemu-img convert", [
+        "qemu-img", "convert", "-f", qfmt, "-O", qfmt, *qopts, base, out], out)
+    rm(out)
+    dd_out = os.path.join(folder, "dd.bin")
+    res["dd"] = runner.run("dd live blocks", [
+        "dd", "if=/dev/zero", f"of={dd_out}", "bs=8M", f"count={layout['live_block_bytes']}",
+        "iflag=count_bytes", "conv=fsync", "status=none"], dd_out)
+    rm(dd_out, base)
+    live = layout["live_block_bytes"]
+    dd = res["dd"]["wall_s"]
+    res["ratios"] = {k: {"size_vs_live": round(res[k]["file_size"] / live, 4),
+                         "written_vs_live": round(res[k]["written_bytes"] / live, 4),
+                         "time_vs_dd": round(res[k]["wall_s"] / dd, 3)}
+                     for k in ("fs", "zeros", "qemu")}
+    fs = res["ratios"]["fs"]
+    res["meets"] = {"size": fs["size_vs_live"] <= TARGETS["fs_size_vs_live_max"],
+                    "time": fs["time_vs_dd"] <= TARGETS["fs_time_vs_dd_max"]}
+    return res
+
+
+def print_table(report: dict[str, Any]) -> None:
+    lay = report["layout"]
+    print(f"\nguest {human(lay['virtual_size'])}: live blocks {human(lay['live_block_bytes'])}"
+          f", free in file systems {human(lay['fs_free_bytes'])}")
+    print(f"{'measurement':<28} {'wall s':>8} {'x dd':>6} {'out size':>11} {'x live':>7} "
+          f"{'written':>11} {'x live':>7}")
+    for fmt, res in report["results"].items():
+        for k in ("fs", "zeros", "qemu"):
+            r, q = res[k], res["ratios"][k]
+            print(f"{r['name']:<28} {r['wall_s']:8.2f} {q['time_vs_dd']:6.2f} "
+                  f"{human(r['file_size']):>11} {q['size_vs_live']:7.3f} "
+                  f"{human(r['written_bytes']):>11} {q['written_vs_live']:7.3f}")
+        d = res["dd"]
+        print(f"{'dd live blocks':<28} {d['wall_s']:8.2f} {1:6.2f} "
+              f"{human(d['file_size']):>11} {'':>7} {human(d['written_bytes']):>11}")
+        print(f"{fmt} targets met: {res['meets']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", default="/tmp/vhdmend-reclaim-bench")
+    ap.add_argument("--size", default=None, help="virtual size (default 16G; --quick 2G)")
+    ap.add_argument("--quick", action="store_true", help="2 GiB guest, for development")
+    ap.add_argument("--fmt", default="vhd,vhdx", help="formats, comma separated")
+    ap.add_argument("--profile", action="store_true", help="cProfile the --reclaim fs runs")
+    ap.add_argument("--keep", action="store_true", help="keep the raw guest in DIR")
+    ap.add_argument("--out", default=os.path.join(HERE, "out"), help="results folder")
+    args = ap.parse_args(argv)
+    size = parse_size(args.size or ("2G" if args.quick else "16G"))
+    if size % (GiB // 4):
+        raise SystemExit("--size must be a multiple of 256 MiB")
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    folder = os.path.join(args.dir, f"{size // MiB}M")
+    rm(folder)
+    os.makedirs(folder)
+    runner = Runner(os.path.join(folder, "commands.log"), log)
+    try:
+        layout = build(folder, size, log)
+        raw = os.path.join(folder, "guest.raw")
+        results = {fmt: bench_format(fmt, raw, folder, layout, runner, args.profile)
+                   for fmt in args.fmt.split(",")}
+    finally:
+        if not args.keep:
+            for name in os.listdir(folder):
+                if not name.endswith((".log", ".pstats")):
+                    rm(os.path.join(folder, name))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    report = {"layout": layout, "results": results, "targets": TARGETS,
+              "page_cache_dropped": runner.dropped, "machine": machine_info(args.dir)}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"reclaim-{stamp}-{size // MiB}M.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print_table(report)
+    print(f"\nwritten {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
