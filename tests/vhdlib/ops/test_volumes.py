@@ -4,43 +4,17 @@ another volume. Needs root to mount; CI runs as root."""
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import tmpfs
 from tests.chains import build_chain, file_sha256, read_all
 from vhdlib import journal, ops
 from vhdlib.errors import InsufficientSpaceError
 
 MiB = 1 << 20
-
-
-def _mount(path: Path, size_mib: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
-                          str(path)], capture_output=True, text=True)
-    if res.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {res.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Iterator[object]:
-    """``volume(name, size_mib) -> Path``: a fresh tmpfs of that size, unmounted after."""
-    mounted: list[Path] = []
-
-    def make(name: str, size_mib: int) -> Path:
-        path = tmp_path / name
-        _mount(path, size_mib)
-        mounted.append(path)
-        return path
-
-    yield make
-    for path in reversed(mounted):
-        subprocess.run(["umount", "-l", str(path)], check=False)
+volume = tmpfs.volume  # the fixture: real tmpfs volumes (shared with the scan tests)
 
 
 def _fill(path: Path, leave: int) -> None:
