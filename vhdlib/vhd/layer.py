@@ -46,7 +46,8 @@ from vhdlib.geometry import Geometry
 from vhdlib.layer import DiskType, Layer, ParentLink, Problem
 from vhdlib.vhd.bat import BlockTable
 from vhdlib.vhd.blockstore import VhdBlockStore
-from vhdlib.vhd.footers import choose_footer, fixed_problems, footer_info, footer_problems
+from vhdlib.vhd.check import check_layer
+from vhdlib.vhd.footers import choose_footer, footer_info
 from vhdlib.vhd.header import read_header
 from vhdlib.vhd.layout import (
     DATA_ALIGNMENT,
@@ -88,7 +89,8 @@ class VhdLayer(Layer):
         #: The BAT (dynamic and differencing disks); ``None`` for a fixed disk.
         self.bat: BlockTable | None = None
         self._locator_paths: list[tuple[str, str]] = []
-        self._bat_problems: list[Problem] = []
+        #: What the BAT's validation found (a lenient open keeps them for check()).
+        self.bat_problems: list[Problem] = []
         self._space_end = 0
         self._meta: list[tuple[int, int]] = []
         try:
@@ -116,8 +118,9 @@ class VhdLayer(Layer):
         self.footer = choice.footer
         self.footer_copy = choice.copy
         self._footer_pos = choice.position
-        self._footer_from_copy = choice.from_copy
-        self._trailing_checksum_bad = choice.trailing_bad
+        #: The trailing footer is lost (the copy at offset 0 is in charge); it is damaged.
+        self.footer_from_copy = choice.from_copy
+        self.trailing_checksum_bad = choice.trailing_bad
         f = self.footer
         # Spec "Disk Type": 2 fixed, 3 dynamic, 4 differencing; 1, 5, 6 are deprecated.
         if f.disk_type not in TYPES:
@@ -177,17 +180,17 @@ class VhdLayer(Layer):
             self._meta.extend(scan.ranges)
             self._space_end = scan.space_end
             self._locator_paths = scan.candidates
-        self._bat_problems = self.bat.validate(size, self._meta)
-        if self._bat_problems:
-            msg = "; ".join(p.message for p in self._bat_problems[:5])
+        self.bat_problems = self.bat.validate(size, self._meta)
+        if self.bat_problems:
+            msg = "; ".join(p.message for p in self.bat_problems[:5])
             if not self.lenient:
                 raise ImageError(f"bad block allocation table: {msg}", path=self.path)
             self.warnings.append(f"bad block allocation table (accepted: lenient): {msg}")
-        if self._footer_from_copy:
+        if self.footer_from_copy:
             self._footer_pos = self.data_end()
-        if self.writable and self._bat_problems:
+        if self.writable and self.bat_problems:
             raise ImageError("refusing to write: " + "; ".join(
-                p.message for p in self._bat_problems), path=self.path)
+                p.message for p in self.bat_problems), path=self.path)
 
     # --- layout (public for the block store) ----------------------------------------------
 
@@ -307,7 +310,7 @@ class VhdLayer(Layer):
         self._io_write(end, [self.footer.serialize()])
         os.fsync(self._fd)
         self._footer_pos = end
-        self._footer_from_copy = False
+        self.footer_from_copy = False
 
     # --- writing ------------------------------------------------------------------------
 
@@ -355,7 +358,7 @@ class VhdLayer(Layer):
             self._footer_pos = bat.allocate(block, last + 1, pos, piece, stop - pos,
                                             at=self._footer_pos,
                                             footer=self.footer.serialize())
-            self._footer_from_copy = False
+            self.footer_from_copy = False
             pos = stop
 
     def _write_plain(self, file_offset: int, mv: memoryview | None, length: int) -> None:
@@ -371,7 +374,7 @@ class VhdLayer(Layer):
     def _ensure_clean_tail(self) -> None:
         """Before appending: the bytes past the footer position must be a hole (zeros)."""
         size = os.fstat(self._fd).st_size
-        if size > self._footer_pos + FOOTER_SIZE or self._footer_from_copy:
+        if size > self._footer_pos + FOOTER_SIZE or self.footer_from_copy:
             # An orphan tail (interrupted allocation): nothing references it.
             self._io_truncate(self._footer_pos)
 
@@ -384,44 +387,14 @@ class VhdLayer(Layer):
 
     def check(self) -> list[Problem]:
         """Checksums, footer copy, BAT entries, orphan tail, bitmap bits past the end."""
-        f = self.footer
-        out = footer_problems(f, from_copy=self._footer_from_copy,
-                              trailing_bad=self._trailing_checksum_bad,
-                              dynamic=self.bat is not None)
-        if self.disk_type is DiskType.FIXED:
-            return out + fixed_problems(self._footer_pos, self.virtual_size, self.pread)
-        if self.header is None or self.bat is None:
-            return out
-        h = self.header
-        if not h.checksum_ok:
-            out.append(Problem("header_checksum", f"dynamic header checksum stored "
-                               f"0x{h.checksum:08x}, computed 0x{h.compute_checksum():08x}"))
-        if not self._footer_from_copy and self.footer_copy != f:
-            out.append(Problem("footer_copy_mismatch", "the footer copy at offset 0 differs "
-                               "from the trailing footer", repairable=f.checksum_ok))
-        out.extend(self._bat_problems)
-        if not self._bat_problems:
-            end = self.data_end()
-            size = self.file_size
-            fpos = self._footer_pos if not self._footer_from_copy else size
-            # Layouts leave up to ~8 KiB between the last slot (or the BAT) and the footer:
-            # Hyper-V rounds the BAT to 4 KiB and aligns block data to 4 KiB.
-            if fpos - end > 2 * DATA_ALIGNMENT:
-                out.append(Problem("orphan_tail", f"{fpos - end} bytes between the last "
-                                   f"block ({end}) and the footer are unreferenced",
-                                   repairable=True))
-        past = self.bat.bits_past_end()
-        if past:
-            out.append(Problem("bitmap_past_end", f"{past} sector bits set past the virtual "
-                               "end in the last block (informational; Disk2vhd does this)"))
-        return out
+        return check_layer(self)
 
     def repair(self) -> list[str]:
         """Safe repairs only: trailing footer from a valid copy, orphan tail trimmed,
         footer copy rewritten from a valid trailing footer. Returns what was done."""
         self._require_writable()
         done: list[str] = []
-        if self.header is None or self._bat_problems:
+        if self.header is None or self.bat_problems:
             return done
         f = self.footer
         if not f.checksum_ok:
@@ -437,7 +410,7 @@ class VhdLayer(Layer):
             done.append(f"wrote the trailing footer at {pos} and trimmed the file to "
                         f"{pos + FOOTER_SIZE} bytes")
             self._footer_pos = pos
-            self._footer_from_copy = False
+            self.footer_from_copy = False
         if self.footer_copy != f:
             self._io_write(0, [f.serialize()])
             os.fsync(self._fd)
@@ -461,7 +434,7 @@ class VhdLayer(Layer):
         if self.footer.unique_id == unique_id and self.footer_copy in (None, self.footer):
             return
         f = replace(self.footer, unique_id=unique_id).with_checksum()
-        pos = self._footer_pos if not self._footer_from_copy else os.fstat(self._fd).st_size
+        pos = self._footer_pos if not self.footer_from_copy else os.fstat(self._fd).st_size
         self._io_write(pos, [f.serialize()])
         if self.header is not None:
             self._io_write(0, [f.serialize()])
@@ -469,7 +442,7 @@ class VhdLayer(Layer):
         os.fsync(self._fd)
         self.footer = f
         self._footer_pos = pos
-        self._footer_from_copy = False
+        self.footer_from_copy = False
 
     def unallocated_blocks(self) -> int:
         return self.bat.count - self.bat.allocated_count() if self.bat is not None else 0
