@@ -22,8 +22,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from vhdlib.ops import OPERATIONS, every_option
-from vhdlib.ops.options import Option
+from vhdlib.ops import OPERATIONS
+from vhdlib.ops.options import Option, merged
 from vhdmend.commands.declared import add_option, given
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="submit a job over HTTP")
-    # Any registered job kind (service.kinds); the API refuses others (exit 2), so a new
-    # kind needs no change here.
-    p.add_argument("type", help="the job's type: inspect, plan, scan or an operation")
+    from service import kinds  # the job-kind registry (no Flask, Celery or Redis)
+    p.add_argument("type", choices=kinds.names())
     p.add_argument("path", help="path relative to the root")
     p.add_argument("--host", dest="job_host", default="local")
     p.add_argument("--root", dest="job_root", required=True)
@@ -155,8 +154,11 @@ SUBMIT_FLAGS = {"type": "--disk-type"}
 
 
 def submit_options() -> tuple[Option, ...]:
-    """Every operation's declared options, each once."""
-    return every_option()
+    """Every job kind's declared options, each once (plan's ``operation`` is its own flag):
+    the operations' and any read-only kind's."""
+    from service import kinds
+    return tuple(o for o in merged(*(kinds.get(n).declared for n in kinds.names()))
+                 if o.name != "operation")
 
 
 @_client
