@@ -166,7 +166,8 @@ def create_job() -> Response:
 def list_jobs() -> Response:
     q = JobListQuerySchema().load(request.args.to_dict())
     jobs, token = store().find(state=q.get("state"), host=q.get("host"),
-                               external_ref=q.get("external_ref"), limit=q["limit"],
+                               external_ref=q.get("external_ref"), type=q.get("type"),
+                               limit=q["limit"],
                                page_token=q.get("page_token"))
     return jsonify(JobListSchema().dump({"items": [j.to_public() for j in jobs],
                                          "next_page_token": token}))

@@ -185,7 +185,8 @@ class StubJobStore(JobStore):
         return self.idempotency.get(key)
 
     def _page(self, kind: str, value: str | None, after: str | None, count: int) -> list[str]:
-        field = {"state": "state", "host": "host", "ref": "external_ref"}.get(kind)
+        field = {"state": "state", "host": "host", "ref": "external_ref",
+                 "type": "type"}.get(kind)
         with self._lock:
             ids = sorted((i for i, h in self.jobs.items()
                           if field is None or h.get(field) == value), reverse=True)
