@@ -66,5 +66,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
                whoami_bp, ui_bp):
         app.register_blueprint(bp)
+    from api.jobs.fastpath import StatusPolls
+    app.wsgi_app = StatusPolls(app.wsgi_app, settings, store)  # type: ignore[method-assign]
     log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
     return app
