@@ -102,7 +102,7 @@ def test_a_checkpoint_waits_for_set_fence_and_then_sees_it(
     thief = start("thief", lambda: journal.set_fence(Path(op.journal_path), 2), thief_errors)
     assert gate.reached.wait(10)
     # When the stale executor checkpoints meanwhile (its check would still read fence 1)
-    op.state["cursor"] = cursor + 12345
+    op.update(cursor=cursor + 12345)
     stale_errors: list[BaseException] = []
     stale = start("stale", op.checkpoint, stale_errors)
     stale.join(SETTLE)
