@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from service import config as config_mod
+from service import redisconn
 from service.config import Settings
 from service.store import JobStore, RedisJobStore, redis_client
 
@@ -66,5 +67,6 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
                whoami_bp, ui_bp):
         app.register_blueprint(bp)
-    log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
+    log.info("API ready: Redis %s, %d tokens", redisconn.target(settings).describe(),
+             len(settings.tokens))
     return app

@@ -35,7 +35,7 @@ def worker_app() -> Celery:
     # Built in the main process before the pool forks: its children name the same worker
     # (service.hosts.worker_id) in jobs and events as the main process does in /v1/hosts.
     os.environ["VHDMEND_WORKER_MAIN_PID"] = str(os.getpid())
-    celery = make_app(runtime.settings().redis_url)
+    celery = make_app(runtime.settings())
     _connect_signals()
     return celery
 

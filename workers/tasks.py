@@ -188,6 +188,12 @@ class JobRun:
         held = self.lock.acquire(job.id)
         if held is None:
             return self._wait_for_lock(job)
+        if journal and os.path.exists(journal):
+            # Fences only grow: one not above the journal's means Redis lost increments (a
+            # failover, a restore); lift it above, so the journal fences off every older run.
+            held = self.lock.raise_fence(held, int(vjournal.load(journal).get("fence") or 0))
+            if held is None:
+                return self._wait_for_lock(job)
         reserved_by = self._reserved_by_another(job.id)
         if reserved_by is not None:
             # A paused job keeps the chain: its journal describes these files.
