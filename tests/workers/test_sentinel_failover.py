@@ -9,6 +9,7 @@ execution, with no chunk done twice; the broker works on the new master.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -18,6 +19,7 @@ from itertools import pairwise
 import pytest
 
 from service.chains import redis_chain_lock
+from service.keys import Keys
 from service.lease import RedisLease
 from tests.chains import file_sha256
 from tests.workers.conftest import (
@@ -184,3 +186,29 @@ def test_the_store_follows_a_failover_on_the_same_client(sentinels):
     wait_for(lambda: store.take_turn("after", 60), 30, what="a write on the new master")
     assert sentinels.master_address() == ("127.0.0.1", sentinels.replica_port)
     assert not store.take_turn("before", 60)     # replicated before the kill
+
+
+@pytest.mark.slow
+def test_a_fence_counter_behind_the_journal_is_raised_above_it(stack):
+    # Given a paused job whose journal records fence F, and a Redis that lost the fence
+    # counter (increments not replicated before a failover, or a restore from an old backup)
+    chain = make_chain(stack.root / "vm1")
+    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
+    stack.worker()
+    stack.api()
+    job_id = submit(stack, merge_job(chain))
+    wait_percent(stack, job_id, 20)
+    assert http("POST", f"{stack.url}/v1/jobs/{job_id}/pause")[1]["state"] == "pausing"
+    paused = wait_state(stack, job_id, "paused")
+    journal = chain[-2].with_name(chain[-2].name + ".vhdmend.json")
+    on_disk = json.loads(journal.read_text())["fence"]
+    assert on_disk == paused["fence"]
+    stack.server.client().delete(Keys(stack.prefix).fence(paused["lock_key"]))
+    # When it resumes, the new execution's fence is lifted above the journal's (a fence
+    # equal to it would not fence the paused run's journal off), and the job completes
+    assert http("POST", f"{stack.url}/v1/jobs/{job_id}/resume")[1]["state"] == "queued"
+    job = wait_state(stack, job_id, "succeeded")
+    resumed = next(e for e in events(stack, job_id) if e["type"] == "resumed")
+    assert resumed["fence"] == on_disk + 1 == job["fence"]
+    assert file_sha256(chain[-2]) == ref.sha256
+    assert job["chunks"] == ref.checkpoints
