@@ -111,7 +111,10 @@ def test_master_killed_mid_job_the_replica_takes_over(ha_stack, sentinels):
     job_id = submit(stack, merge_job(chain))
     wait_percent(stack, job_id, 20)
     poller = Poller(f"{stack.url}/v1/jobs/{job_id}")
+    # /v1/hosts reads Redis without the store's retry: it shows the outage as 503s
+    hosts = Poller(f"{stack.url}/v1/hosts")
     poller.start()
+    hosts.start()
     try:
         old = sentinels.master_address()
         killed = time.monotonic()
@@ -124,12 +127,18 @@ def test_master_killed_mid_job_the_replica_takes_over(ha_stack, sentinels):
         assert get(stack, job_id)["state"] == "running"
         job = wait_state(stack, job_id, "succeeded", timeout=120)
     finally:
-        poller.done.set()
-        poller.join(15)
+        for p in (poller, hosts):
+            p.done.set()
+            p.join(15)
     gap, error_seconds, failures = poller.figures(killed)
-    print(f"\nfailover: replica promoted {promoted:.2f} s after the kill; the API went "
+    hosts_gap, hosts_errors, hosts_failures = hosts.figures(killed)
+    print(f"\nfailover: replica promoted {promoted:.2f} s after the kill; GET job went "
           f"{gap:.2f} s without an answer ({failures} failed polls, {error_seconds:.2f} s "
-          f"in them); chunks {job['chunks']} of {ref.checkpoints}, attempts {job['attempts']}")
+          f"in them); GET /v1/hosts {hosts_gap:.2f} s ({hosts_failures} failed polls, "
+          f"{hosts_errors:.2f} s in them); chunks {job['chunks']} of {ref.checkpoints}, "
+          f"attempts {job['attempts']}")
+    assert {status for _, _, status in hosts.log} <= {200, 503}, hosts.log   # never a 500
+    assert hosts_gap < 15, hosts.log
     # The API answered again within seconds (one down-after period, the election, the
     # store's reconnection), and the job finished bit-identical to an uninterrupted run
     assert gap < 15, poller.log
