@@ -17,7 +17,7 @@ inside the functions that build clients (parsing is plain string work).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from service.errors import ConfigError
@@ -25,7 +25,17 @@ from service.errors import ConfigError
 if TYPE_CHECKING:
     import redis
 
-    from service.config import Settings
+
+class Settings(Protocol):
+    """The Redis settings of :class:`service.config.Settings` (named here, not imported:
+    the config module checks them with this one)."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_master_name(self) -> str: ...
+    @property
+    def redis_sentinel_password(self) -> str: ...
 
 #: Where Sentinel listens when a ``sentinel://`` entry names no port.
 SENTINEL_PORT = 26379
