@@ -157,6 +157,10 @@ def test_master_killed_mid_job_the_replica_takes_over(ha_stack, sentinels):
     # The broker followed too: a new job goes API -> Celery -> worker on the new master
     other = submit(stack, {"type": "inspect", "path": f"vm1/{chain[0].name}"})
     assert wait_state(stack, other, "succeeded", timeout=60)["result"]
+    # Its claim waited for a replica (WAIT 1) and found none: the promoted master has no
+    # replica until the old one returns, which the worker says
+    log = (stack.tmp / "worker-h1.log").read_text(errors="replace")
+    assert "no replica acknowledged it" in log, log[-3000:]
 
 
 def test_lease_scripts_survive_an_empty_script_cache(redis_server):
@@ -181,6 +185,7 @@ def test_lease_scripts_survive_an_empty_script_cache(redis_server):
     assert lease.release("tok")
 
 
+@pytest.mark.slow
 def test_the_store_follows_a_failover_on_the_same_client(sentinels):
     # A client connected to the master before a failover reconnects to the new one.
     from service import redisconn
