@@ -225,6 +225,9 @@ class JobRun:
             "phase": "starting",
             "checkpoint": Position(engine.journal_path(op), at.phase, at.cursor, at.done,
                                    held.fence)})
+        # Where the journal is must survive a failover: without it a new execution would
+        # find the journal unknown to the job and fail (docs/OPERATIONS.md, HA).
+        self.store.replicate()
         result = engine.run(
             op, progress=self._on_progress, cancel=self._cancel_requested,
             pause=self._pause_requested, on_checkpoint=self._on_checkpoint,

@@ -251,6 +251,9 @@ class RedisJobStore(JobStore):
     def ping(self) -> None:
         self.r.ping()
 
+    def replicate(self) -> int | None:
+        return self._call(lambda: redisconn.wait_for_replica(self.r))
+
     def notify_progress(self, job_id: str, phase: str) -> None:
         self._call(lambda: self.r.publish(self.keys.progress(job_id), phase))
 

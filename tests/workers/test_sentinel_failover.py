@@ -188,18 +188,19 @@ def test_lease_scripts_survive_an_empty_script_cache(redis_server):
 @pytest.mark.slow
 def test_the_store_follows_a_failover_on_the_same_client(sentinels):
     # A client connected to the master before a failover reconnects to the new one.
-    from service import redisconn
     from service.config import load
     from service.store import RedisJobStore, redis_client
     settings = load({}, redis_url=sentinels.url, redis_master_name=MASTER_NAME)
     store = RedisJobStore(redis_client(settings), prefix="t-ha", retry_seconds=30.0)
     assert store.take_turn("before", 60)
-    assert redisconn.wait_for_replica(store.r) == 1   # WAIT 1: the replica has it
+    assert store.replicate() == 1              # WAIT 1: the replica has it
     sentinels.kill_master()
     # The next call fails over inside the store's retry: the same client, a new master
     wait_for(lambda: store.take_turn("after", 60), 30, what="a write on the new master")
     assert sentinels.master_address() == ("127.0.0.1", sentinels.replica_port)
     assert not store.take_turn("before", 60)     # replicated before the kill
+    # No replica is left: the wait ends after its timeout, and says none acknowledged
+    assert store.replicate() == 0
 
 
 @pytest.mark.slow
