@@ -15,8 +15,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import fields
 from typing import Any
 
-from vhdlib.scan import walk
-from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan import reader, walk
+from vhdlib.scan.layers import LayerFigures
 
 #: Files examined in-process before the worker processes start (a small tree never
 #: pays for their start-up, about 0.2 s each).
@@ -34,11 +34,9 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def examine(path: str, st: os.stat_result) -> Examined:
-    """What the file at ``path`` is, and its figures when it is a disk."""
-    found = walk.classify(path, st)
-    if found is None or found.kind != "disk":
-        return found, None
-    return found, measure(path, found.fmt)
+    """What the file at ``path`` is, and its figures when it is a disk (the scan's
+    header-only reader, which falls back to the full path on anything unusual)."""
+    return reader.examine(path, st)
 
 
 def _pack(found: walk.Found | None, fig: LayerFigures | str | None) -> tuple[Any, ...] | None:
