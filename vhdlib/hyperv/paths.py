@@ -159,9 +159,13 @@ class PathMapper:
         self.shares = {name.casefold(): path for name, path in (shares or {}).items()}
         self._share_names = {name.casefold(): name for name in (shares or {})}
         self.known: dict[str, set[str]] = {}
+        folders: dict[str, str] = {}  # one realpath per folder (a scan knows 10,000 files)
         for path in known:
-            real = _real(path)
-            self.known.setdefault(os.path.dirname(real), set()).add(os.path.basename(real))
+            folder, name = os.path.split(os.path.abspath(path))
+            real = folders.get(folder)
+            if real is None:
+                real = folders[folder] = os.path.realpath(folder)
+            self.known.setdefault(real, set()).add(name)
         self._listings: dict[str, list[str]] = {}
 
     def share_for(self, local: str) -> tuple[str, str] | None:
