@@ -168,16 +168,21 @@ def default_roots(chain_paths: Sequence[str], levels: int = PARENT_LEVELS) -> li
 
 
 def find_configs(roots: Iterable[str], *, max_depth: int = MAX_DEPTH,
-                 max_entries: int = MAX_ENTRIES) -> tuple[list[tuple[str, str]], bool]:
+                 max_entries: int = MAX_ENTRIES, folders: dict[str, str] | None = None
+                 ) -> tuple[list[tuple[str, str]], bool]:
     """(path, kind) of every configuration file under ``roots``, and whether the walk stopped
-    early (``max_entries``). Kinds: "vm", "checkpoint"; a ``.vmcx`` gets "vmcx"."""
+    early (``max_entries``). Kinds: "vm", "checkpoint"; a ``.vmcx`` gets "vmcx".
+    ``folders`` caches each folder's realpath (shared with :class:`Inventory`)."""
+    folders = {} if folders is None else folders
     found: dict[str, str] = {}
     visited: set[str] = set()
     entries = 0
     for root in roots:
         base_depth = root.rstrip(os.sep).count(os.sep)
         for folder, dirs, files in os.walk(root):
-            real = os.path.realpath(folder)
+            real = folders.get(folder)
+            if real is None:
+                real = folders[folder] = os.path.realpath(folder)
             if real in visited:
                 dirs[:] = []
                 continue
@@ -209,8 +214,9 @@ def inventory(roots: Iterable[str], *, shares: Mapping[str, str] | None = None,
     """
     roots = [os.path.abspath(r) for r in roots]
     inv = Inventory(roots)
-    mapper = PathMapper(roots, samba_shares(runner) if shares is None else shares, known)
-    files, inv.truncated = find_configs(roots)
+    mapper = PathMapper(roots, samba_shares(runner) if shares is None else shares, known,
+                        folders=inv.folders)
+    files, inv.truncated = find_configs(roots, folders=inv.folders)
     for path, kind in files:
         try:
             if kind == "vmcx":

@@ -154,12 +154,14 @@ class PathMapper:
     """
 
     def __init__(self, roots: Iterable[str], shares: Mapping[str, str] | None = None,
-                 known: Iterable[str] = ()) -> None:
+                 known: Iterable[str] = (), folders: dict[str, str] | None = None) -> None:
         self.roots = list(dict.fromkeys(os.path.realpath(r) for r in roots))
         self.shares = {name.casefold(): path for name, path in (shares or {}).items()}
         self._share_names = {name.casefold(): name for name in (shares or {})}
         self.known: dict[str, set[str]] = {}
-        folders: dict[str, str] = {}  # one realpath per folder (a scan knows 10,000 files)
+        # One realpath per folder (a scan knows 10,000 files in 2,000 folders); ``folders``
+        # is the caller's cache of them, shared with its own lookups.
+        folders = {} if folders is None else folders
         for path in known:
             folder, name = os.path.split(os.path.abspath(path))
             real = folders.get(folder)
