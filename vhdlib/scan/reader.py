@@ -18,7 +18,10 @@ result is never different, only slower for an unusual file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Generator
+from typing import TypeVar
 
 from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
@@ -39,6 +42,10 @@ from vhdlib.vhdx.locators import parent_link
 from vhdlib.vhdx.metadata import read_metadata
 
 Examined = tuple["walk.Found | None", "LayerFigures | str | None"]
+T = TypeVar("T")
+#: One file's examination: yields the file ranges it reads next (asked of the kernel ahead),
+#: returns its result.
+Steps = Generator[list[tuple[int, int]], None, T]
 
 #: The first read of every file: the probe's signature, a VHD's footer copy and header.
 HEAD = 4096
@@ -96,22 +103,45 @@ class Buffers:
 def examine(path: str, st: os.stat_result) -> Examined:
     """What the file at ``path`` (``st``: its ``lstat``) is, and its figures when it is a
     disk: exactly what :func:`full` says, from fewer reads."""
-    name = path.lower()
-    if name.endswith(JOURNAL_SUFFIX) or name.endswith(walk.PARTIAL_SUFFIX) or st.st_size < 511:
-        return full(path, st)  # decided by name and size, nothing to read
+    return examine_all([(path, st)])[0]
+
+
+def examine_all(items: list[tuple[str, os.stat_result]]) -> list[Examined]:
+    """:func:`examine` of each ``(path, lstat)``, in order, the files' reads overlapped.
+
+    Each file is a generator that yields the ranges it reads next; they are asked of the
+    kernel (``WILLNEED`` starts the reads without waiting) and the file is resumed only
+    after every other file of the batch had its turn, so one thread waits for a batch's
+    reads about once per step instead of once per read.
+    """
+    fds = [_open(path, st) for path, st in items]
     try:
-        fd = os.open(path, _OPEN)
-    except OSError:
-        return full(path, st)
-    got: Examined | None = None
-    try:
-        no_readahead(fd)
-        got = _examine(path, fd, st, name.endswith(walk.DISK_SUFFIXES))
-    except Exception:  # any doubt: the full path decides, and words it
-        got = None
+        got: list[Examined | None] = [None] * len(items)
+        active: list[tuple[int, Steps[Examined | None]]] = [
+            (i, _examine(path, fd, st, path.lower().endswith(walk.DISK_SUFFIXES)))
+            for i, ((path, st), fd) in enumerate(zip(items, fds, strict=True))
+            if fd is not None]
+        while active:
+            waiting = []
+            for i, steps in active:
+                try:
+                    ranges = next(steps)
+                except StopIteration as done:
+                    got[i] = done.value
+                    continue
+                except Exception:  # any doubt: the full path decides, and words it
+                    continue
+                fd = fds[i]
+                assert fd is not None
+                _hint(fd, ranges)
+                waiting.append((i, steps))
+            active = waiting
+        return [g if g is not None else full(path, st)
+                for g, (path, st) in zip(got, items, strict=True)]
     finally:
-        os.close(fd)
-    return got if got is not None else full(path, st)
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
 
 
 def full(path: str, st: os.stat_result) -> Examined:
@@ -122,7 +152,32 @@ def full(path: str, st: os.stat_result) -> Examined:
     return found, measure(path, found.fmt)
 
 
-def _examine(path: str, fd: int, st: os.stat_result, by_name: bool) -> Examined | None:
+def _open(path: str, st: os.stat_result) -> int | None:
+    """A descriptor to read ``path`` by (its first page asked for), ``None`` when the full
+    path decides without one (or the open fails: the full path words the error)."""
+    name = path.lower()
+    if name.endswith(JOURNAL_SUFFIX) or name.endswith(walk.PARTIAL_SUFFIX) or st.st_size < 511:
+        return None  # decided by name and size, nothing to read
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return None
+    no_readahead(fd)
+    _hint(fd, [(0, HEAD)])
+    return fd
+
+
+def _hint(fd: int, ranges: list[tuple[int, int]]) -> None:
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        for start, end in ranges:
+            if end > start:
+                with contextlib.suppress(OSError):
+                    advise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
+
+
+def _examine(path: str, fd: int, st: os.stat_result, by_name: bool
+             ) -> Steps[Examined | None]:
     fst = os.fstat(fd)
     if (fst.st_dev, fst.st_ino, fst.st_size) != (st.st_dev, st.st_ino, st.st_size):
         return None  # not the file the walk saw (replaced, or changing)
@@ -133,6 +188,7 @@ def _examine(path: str, fd: int, st: os.stat_result, by_name: bool) -> Examined 
     # As walk.probe decides: the VHDX identifier, a VHD footer copy, or a trailing footer.
     fmt = "vhdx" if head == VHDX_SIGNATURE else "vhd" if head == VHD_COOKIE else None
     if fmt != "vhdx" and size > HEAD:
+        yield [(size - TAIL, size), *(_bat_guess(buf.spans[0][1], size) if fmt else [])]
         buf.load(size - TAIL, size)
     if fmt is None:
         for back in (512, 511):
@@ -141,14 +197,25 @@ def _examine(path: str, fd: int, st: os.stat_result, by_name: bool) -> Examined 
                 break
         else:
             return None if by_name else (None, None)  # a named non-disk: the full path words it
-    fig = _vhd(path, fst, buf) if fmt == "vhd" else _vhdx(path, fst, buf)
+    fig = yield from (_vhd(path, fst, buf) if fmt == "vhd" else _vhdx(path, fst, buf))
     return walk.Found(path, "disk", fmt=fmt), fig
+
+
+def _bat_guess(head: bytes, size: int) -> list[tuple[int, int]]:
+    """Where the footer copy and dynamic header in the first page say the BAT is (only a
+    read hint: nothing is checked here, :func:`_vhd` checks it all)."""
+    header = int.from_bytes(head[16:24], "big")
+    if header + 32 > len(head) or head[header:header + 8] != V.HEADER_COOKIE:
+        return []
+    table = int.from_bytes(head[header + 16:header + 24], "big")
+    entries = int.from_bytes(head[header + 28:header + 32], "big")
+    return [(table, min(size, table + min(entries, 1 << 22) * 4))]
 
 
 # --- VHD (as VhdLayer._load) ----------------------------------------------------------
 
 
-def _vhd(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
+def _vhd(path: str, st: os.stat_result, buf: Buffers) -> Steps[LayerFigures]:
     size = st.st_size
     choice = choose_footer(buf.read, size, lenient=False, path=path)
     if choice.warnings or choice.from_copy:
@@ -174,7 +241,9 @@ def _vhd(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
             or h.table_offset < V.SECTOR_SIZE or h.table_offset + bat_bytes > size:
         raise Fallback("BAT bounds")
     differencing = dtype is DiskType.DIFFERENCING
-    _load_near(buf, h, nblocks * 4, differencing)
+    near = _near(h, nblocks * 4, differencing)
+    yield [near]
+    buf.load(*near)
     raw = buf.read(nblocks * 4, h.table_offset)
     off = f.data_offset
     meta = [(0, V.SECTOR_SIZE), (off, off + V.HEADER_SIZE),
@@ -199,27 +268,28 @@ def _vhd(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
                     str(f.unique_id), link)
 
 
-def _load_near(buf: Buffers, h: V.DynamicHeader, bat_len: int, differencing: bool) -> None:
-    """The BAT in one pread, with the locator data within :data:`NEAR` of it (Hyper-V and
-    vhdlib put W2ku just before the BAT and W2ru just after it)."""
+def _near(h: V.DynamicHeader, bat_len: int, differencing: bool) -> tuple[int, int]:
+    """The BAT's range, with the locator data within :data:`NEAR` of it (Hyper-V and vhdlib
+    put W2ku just before the BAT and W2ru just after it): read in one pread."""
     lo, hi = h.table_offset, h.table_offset + bat_len
     if differencing:
         for loc in h.locators:
             a, b = loc.data_offset, loc.data_offset + loc.data_length
             if loc.data_length and b > HEAD and a >= lo - NEAR and b <= hi + NEAR:
                 lo, hi = min(lo, a), max(hi, b)
-    buf.load(lo, hi)
+    return lo, hi
 
 
 # --- VHDX (as VhdxReader._load) -------------------------------------------------------
 
 
-def _vhdx(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
+def _vhdx(path: str, st: os.stat_result, buf: Buffers) -> Steps[LayerFigures]:
     size = st.st_size
     table_end = X.REGION_TABLE2_OFFSET + X.REGION_TABLE_SIZE
     if size < table_end:
         raise Fallback("too small")
     # Headers and region tables; the identifier's padding past its first page is not read.
+    yield [(X.HEADER1_OFFSET, table_end)]
     buf.load(X.HEADER1_OFFSET, table_end)
     head = buf.spans[0][1] + bytes(X.HEADER1_OFFSET - HEAD) + buf.spans[-1][1]
     X.FileIdentifier.parse(head)
@@ -232,8 +302,9 @@ def _vhdx(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
     regions = RegionTables.load(head, h, file_size=size, lenient=False, path=path,
                                 problems=[], warnings=warnings)
     mr, br = regions.metadata, regions.bat
-    buf.load(mr.file_offset,
-             mr.file_offset + min(mr.length, X.METADATA_TABLE_SIZE + ITEMS))
+    table = (mr.file_offset, mr.file_offset + min(mr.length, X.METADATA_TABLE_SIZE + ITEMS))
+    yield [table]
+    buf.load(*table)
     md = read_metadata(buf.at, mr, path=path)
     fp = md.file_parameters
     bs = fp.block_size
@@ -241,6 +312,7 @@ def _vhdx(path: str, st: os.stat_result, buf: Buffers) -> LayerFigures:
     count = X.bat_entry_count(md.virtual_size, bs, md.logical_sector_size, fp.has_parent)
     if count * 8 > br.length or warnings:
         raise Fallback("BAT region")
+    yield [(br.file_offset, br.file_offset + count * 8)]
     bat = VhdxBat.parse(buf.read(count * 8, br.file_offset), block_size=bs,
                         virtual_size=md.virtual_size, chunk_ratio=ratio, path=path)
     dtype = DiskType.DIFFERENCING if fp.has_parent else DiskType.DYNAMIC
@@ -294,4 +366,4 @@ def _figures(path: str, fmt: str, dtype: DiskType, virtual: int, block: int,
     return fig
 
 
-__all__ = ["Buffers", "Fallback", "examine", "full"]
+__all__ = ["Buffers", "Fallback", "examine", "examine_all", "full"]
