@@ -23,6 +23,7 @@ import os
 from collections.abc import Generator
 from typing import TypeVar
 
+from vhdlib import formats
 from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
 from vhdlib.layer import DiskType, ParentLink, hole_bytes
@@ -34,6 +35,7 @@ from vhdlib.vhd.footers import choose_footer
 from vhdlib.vhd.header import read_header
 from vhdlib.vhd.layer import TYPES as VHD_TYPES
 from vhdlib.vhd.layout import DATA_ALIGNMENT, align_up, valid_block_size
+from vhdlib.vhd.locators import parent_link as vhd_parent_link
 from vhdlib.vhd.locators import read_locators
 from vhdlib.vhdx import structs as X
 from vhdlib.vhdx.bat import VhdxBat
@@ -114,11 +116,14 @@ def examine_all(items: list[tuple[str, os.stat_result]]) -> list[Examined]:
     after every other file of the batch had its turn, so one thread waits for a batch's
     reads about once per step instead of once per read.
     """
+    if not _built_in_probes():
+        return [full(path, st) for path, st in items]
+    named = formats.detected_suffixes()
     fds = [_open(path, st) for path, st in items]
     try:
         got: list[Examined | None] = [None] * len(items)
         active: list[tuple[int, Steps[Examined | None]]] = [
-            (i, _examine(path, fd, st, path.lower().endswith(walk.DISK_SUFFIXES)))
+            (i, _examine(path, fd, st, path.lower().endswith(named)))
             for i, ((path, st), fd) in enumerate(zip(items, fds, strict=True))
             if fd is not None]
         while active:
@@ -142,6 +147,13 @@ def examine_all(items: list[tuple[str, os.stat_result]]) -> list[Examined]:
         for fd in fds:
             if fd is not None:
                 os.close(fd)
+
+
+def _built_in_probes() -> bool:
+    """Whether the registry recognises files exactly as this reader does: VHDX, then VHD,
+    no other format with a probe (a registered one goes to the full path)."""
+    probing = [f for f in formats.FORMATS if f.probe is not None]
+    return len(probing) == 2 and probing[0] is formats.VHDX and probing[1] is formats.VHD
 
 
 def full(path: str, st: os.stat_result) -> Examined:
@@ -185,7 +197,7 @@ def _examine(path: str, fd: int, st: os.stat_result, by_name: bool
     buf = Buffers(fd, size)
     buf.load(0, HEAD)
     head = buf.spans[0][1][:8]
-    # As walk.probe decides: the VHDX identifier, a VHD footer copy, or a trailing footer.
+    # As formats.probe decides: the VHDX identifier, a VHD footer copy, or a trailing footer.
     fmt = "vhdx" if head == VHDX_SIGNATURE else "vhd" if head == VHD_COOKIE else None
     if fmt != "vhdx" and size > HEAD:
         yield [(size - TAIL, size), *(_bat_guess(buf.spans[0][1], size) if fmt else [])]
@@ -254,8 +266,7 @@ def _vhd(path: str, st: os.stat_result, buf: Buffers) -> Steps[LayerFigures]:
         if scan.warnings:
             raise Fallback("locators")
         meta.extend(scan.ranges)
-        link = ParentLink(h.parent_unique_id, list(scan.candidates),
-                          os.path.dirname(os.path.abspath(path)), (".vhd", ".avhd"))
+        link = vhd_parent_link(h, scan.candidates, path)
     used = used_indices(raw)
     entries = [int.from_bytes(raw[4 * i:4 * i + 4], "big") for i in used]
     bitmap = V.bitmap_size(bs)

@@ -16,7 +16,7 @@ from tests import realimages
 from tests.chains import build_chain, create
 from tests.vhdlib import damage
 from tests.vhdlib.fuzz import mutate, structure
-from vhdlib import scan
+from vhdlib import formats, scan
 from vhdlib.layer import DiskType
 from vhdlib.scan import reader
 from vhdlib.vhd.bat import used_indices
@@ -188,3 +188,27 @@ def test_used_indices_finds_every_used_entry() -> None:
             raw[4 * i:4 * i + 4] = struct.pack(">I", value)
         want = [i for i in range(n) if raw[4 * i:4 * i + 4] != b"\xff" * 4]
         assert used_indices(bytes(raw)) == want
+
+
+def test_a_registered_format_leaves_the_files_to_the_full_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A format of its own with a probe: the reader, which knows only VHD and VHDX, must not
+    # decide which files are disks.
+    (tmp_path / "disk.mine").write_bytes(b"MINE" + bytes(4092))
+    build_chain(tmp_path, "vhd", size=8 * MiB, children=0, writes=2)
+    mine = formats.Format("mine", "MINE", (".mine",), formats.RAW.layer_class,
+                          probe=lambda fd, size: os.pread(fd, 4, 0) == b"MINE")
+    items = [(str(p), os.lstat(p)) for p in sorted(tmp_path.iterdir())]
+    falls: list[str] = []
+    real_full = reader.full
+
+    def counting(p: str, s: os.stat_result) -> reader.Examined:
+        falls.append(p)
+        return real_full(p, s)
+
+    monkeypatch.setattr(reader, "full", counting)
+    with formats.registered(mine):
+        got = reader.examine_all(items)
+    assert len(falls) == len(items)
+    found = {Path(f.path).name: f.fmt for f, _ in got if f is not None}
+    assert found == {"disk.mine": "mine", "base.vhd": "vhd"}
