@@ -261,10 +261,12 @@ def require_service_extra() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API: gunicorn (threads) in production, Werkzeug with ``--dev``."""
     require_service_extra()
+    from service import config
+    config.load()       # a bad setting is a clear error here, before gunicorn starts
     if not args.dev and shutil.which("gunicorn"):
         argv = ["gunicorn", "--bind", args.bind, "--workers", str(args.workers),
                 "--threads", str(args.threads), "--worker-class", "gthread",
-                "--access-logfile", "-", "api:create_app()"]
+                "--access-logfile", "-", "api:wsgi_app()"]
         os.execvp(argv[0], argv)
     from api import create_app
     host, _, port = args.bind.rpartition(":")
