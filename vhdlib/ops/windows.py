@@ -293,12 +293,59 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     start = index * WINDOW
     extents = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
     for off, length, _ext in _units(extents):
-        view = bufmv[:length]
-        read_from.readinto(off, view)
         read += length
-        for a, b in _nonzero_runs(buf, off, length):
-            crc = digest_update(crc, off + a, bufmv[a:b])
+        for lo, hi in _stored_regions(read_from, off, length, bufmv):
+            for a, b in _nonzero_runs(buf, lo, hi - lo, lo - off):
+                crc = digest_update(crc, lo + a, bufmv[lo - off + a:lo - off + b])
     return crc, read, written
+
+
+def _stored_regions(disk: Disk, off: int, length: int,
+                    bufmv: memoryview) -> Iterator[tuple[int, int]]:
+    """Fill the parts of ``bufmv[:length]`` (disk bytes at ``off``) that can hold a
+    non-zero piece and yield them as ``(start, end)`` disk ranges, in order.
+
+    What ``disk.readinto`` would give, without reading or scanning what no layer stores
+    (a dropped or unallocated block of the output reads as zeros): the DATA extents,
+    widened to whole PIECEs (the widening zero-filled), merged where they touch. Every
+    piece outside them is a zero piece, so the runs and digest come out the same as over
+    the whole unit (the pieces keep their absolute alignment; a gap between two regions
+    holds at least one whole zero piece, which ends a run there either way).
+    """
+    end = off + length
+    zero = memoryview(_ZERO_UNIT)
+    regions: list[list[int]] = []
+    data: list[tuple[int, int, int, int]] = []
+    for ext in disk.extents(off, length):
+        if ext.kind is not ExtentKind.DATA:
+            continue
+        assert ext.layer is not None
+        data.append((ext.offset, ext.end, ext.layer, ext.file_offset))
+        lo = max(off, ext.offset // PIECE * PIECE)
+        hi = min(end, -(-ext.end // PIECE) * PIECE)
+        if regions and regions[-1][1] >= lo:
+            regions[-1][1] = max(regions[-1][1], hi)
+        else:
+            regions.append([lo, hi])
+    if not regions:
+        return
+    i = 0
+    for lo, hi in regions:
+        pos = lo
+        while pos < hi:
+            if i < len(data) and data[i][0] <= pos:
+                d_start, d_end, level, fo = data[i]
+                stop = min(d_end, hi)
+                disk.layers[level].pread_into(fo + pos - d_start,
+                                              bufmv[pos - off:stop - off])
+                pos = stop
+                if stop == d_end:
+                    i += 1
+            else:
+                stop = min(hi, data[i][0]) if i < len(data) else hi
+                bufmv[pos - off:stop - off] = zero[:stop - pos]
+                pos = stop
+        yield lo, hi
 
 
 def window_count(virtual_size: int) -> int:
