@@ -167,17 +167,19 @@ class CopyOperation(Operation):
         self.open_files()
 
     def _walk_windows(self, budget: int, deadline: float,
-                      visit: Callable[[int], int]) -> bool:
-        """Visit windows from the cursor until the budget or deadline; ``visit(index)``
-        returns the bytes it read. True when the last window is done (phase advanced)."""
+                      visit: Callable[[int], windows.WindowResult]) -> bool:
+        """Visit windows from the cursor until the budget or deadline; the budget counts
+        the bytes ``visit(index)`` really read (a window of dropped blocks costs next to
+        nothing), progress the DATA bytes it covered. True when the last window is done
+        (phase advanced)."""
         assert self.source is not None
         total = windows.window_count(self.source.virtual_size)
         index = int(self.state["cursor"])
         spent = 0
         while index < total and spent < budget and time.monotonic() < deadline:
-            read = visit(index)
-            spent += read
-            self.add_done(read)
+            done = visit(index)
+            spent += done.io
+            self.add_done(done.read)
             index += 1
         self.state["cursor"] = index
         if index < total:
@@ -190,12 +192,12 @@ class CopyOperation(Operation):
         source, out = self.source, self.out
         sink = _WritebackSink(out)
 
-        def copy(index: int) -> int:
-            crc, read, _ = windows.process_window(source, index, sink, self._buf,
-                                                  drop=self.state.get("drop"))
-            if read:
-                self.state["digests"][str(index)] = crc
-            return read
+        def copy(index: int) -> windows.WindowResult:
+            done = windows.process_window(source, index, sink, self._buf,
+                                          drop=self.state.get("drop"))
+            if done.read:
+                self.state["digests"][str(index)] = done.digest
+            return done
 
         verifier = self._background_verifier()
         try:
@@ -239,18 +241,18 @@ class CopyOperation(Operation):
         with open_disk(self.state["partial"], resolve_parents=False,
                        fmt=self.spec.fmt) as written:
 
-            def verify(index: int) -> int:
+            def verify(index: int) -> windows.WindowResult:
                 want = self.state["digests"].get(str(index))
                 if want is None:
-                    return 0
-                crc, read, _ = windows.process_window(source, index, None, self._buf,
-                                                      read_from=written)
-                if crc != want:
+                    return windows.WindowResult(0, 0, 0, 0)
+                done = windows.process_window(source, index, None, self._buf,
+                                              read_from=written)
+                if done.digest != want:
                     raise ImageError(
                         f"verification failed: window {index} of the output reads "
-                        f"differently from the source (digest {crc:08x} != {want:08x})",
-                        path=self.state["partial"])
-                return read
+                        f"differently from the source (digest {done.digest:08x} != "
+                        f"{want:08x})", path=self.state["partial"])
+                return done
 
             done = self._walk_windows(budget, deadline, verify)
         if done and self.source is not None:

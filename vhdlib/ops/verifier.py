@@ -90,8 +90,8 @@ class BackgroundVerifier:
                     index = self.next
                     want = self.digest_of(index)
                     if want is not None:
-                        crc, read, _ = windows.process_window(source, index, None, buf,
-                                                              read_from=out)
+                        crc, read, _, _ = windows.process_window(source, index, None, buf,
+                                                                 read_from=out)
                         if crc != want:
                             self.mismatch = ImageError(
                                 f"verification failed: window {index} of the output reads "

@@ -23,6 +23,7 @@ import errno
 import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
@@ -246,20 +247,33 @@ def _kept(start: int, end: int, drop: DropRanges | None) -> Iterator[tuple[int, 
         yield pos, end
 
 
+class WindowResult(NamedTuple):
+    """What :func:`process_window` did with one window."""
+
+    #: The window's digest (CRC-32C over ``(offset, bytes)`` of its non-zero runs).
+    digest: int
+    #: DATA bytes of the source's map the window covers (progress and journal figures).
+    read: int
+    #: Bytes handed to the sink.
+    written: int
+    #: Bytes actually read from files (less than ``read`` where blocks are dropped,
+    #: holes skipped or, when verifying, the output stores nothing): the I/O a chunk spends.
+    io: int
+
+
 def process_window(disk: Disk, index: int, sink: Sink | None,
                    buf: bytearray | None = None,
                    read_from: Disk | None = None,
-                   drop: DropRanges | None = None) -> tuple[int, int, int]:
+                   drop: DropRanges | None = None) -> WindowResult:
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
-    Returns ``(digest, bytes_read, bytes_written)``.
     """
     crc = 0
-    read = written = 0
+    read = written = io = 0
     if read_from is None:
         reads, read = _window_plan(disk, index)
         # The next window is mapped now (its plan is ready when the walk gets there).
@@ -274,6 +288,7 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
         # Units are read a step ahead in a second thread (O_DIRECT where possible) while
         # this thread writes the previous one.
         for (off, length, _level, _fo), rbuf, base in readahead.read_ahead(disk, units, UNIT):
+            io += length
             data = rbuf.data
             mv = memoryview(data)
             try:
@@ -287,7 +302,7 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
                         piece.release()
             finally:
                 mv.release()
-        return crc, read, written
+        return WindowResult(crc, read, written, io)
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
     bufmv = memoryview(buf)
     start = index * WINDOW
@@ -295,9 +310,10 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     for off, length, _ext in _units(extents):
         read += length
         for lo, hi in _stored_regions(read_from, off, length, bufmv):
+            io += hi - lo
             for a, b in _nonzero_runs(buf, lo, hi - lo, lo - off):
                 crc = digest_update(crc, lo + a, bufmv[lo - off + a:lo - off + b])
-    return crc, read, written
+    return WindowResult(crc, read, written, io)
 
 
 def _stored_regions(disk: Disk, off: int, length: int,
