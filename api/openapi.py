@@ -54,8 +54,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
     def ref(schema: type[Schema]) -> dict[str, str]:
         name = _schema_name(schema)
         if name not in seen:
-            spec.components.schema(name, schema=schema)
             seen.add(name)
+            # Schemas a field refers to by name (JobCreate's per-type options).
+            for extra in getattr(schema, "openapi_components", list)():
+                ref(extra)
+            spec.components.schema(name, schema=schema)
         return {"$ref": f"#/components/schemas/{name}"}
 
     problem = {"description": "Problem", "content": {MEDIA_TYPE: {

@@ -43,18 +43,13 @@ def backend(name: str) -> Backend:
     return mod  # type: ignore[no-any-return,unused-ignore]
 
 
-#: The option each engine's ``prepare`` takes as its second positional argument.
-_SECOND = {"convert": "output", "remediate": "output", "merge": "into"}
-
-
 def prepare(engine: Backend, kind: str, path: str, options: dict[str, Any]) -> Any:
-    """``engine.prepare(kind, path, second, **rest)`` with the positional option in place."""
-    rest = {k: v for k, v in options.items() if v is not None}
-    name = _SECOND.get(kind)
-    if name and rest.get(name) is not None:
-        return engine.prepare(kind, path, rest.pop(name), **rest)
-    rest.pop(name or "", None)
-    return engine.prepare(kind, path, **rest)
+    """``engine.prepare(kind, path, **options)``, the options not given left out.
+
+    Every option goes by name: :func:`vhdlib.ops.prepare` places the one an operation also
+    takes positionally (its class's ``second``) itself.
+    """
+    return engine.prepare(kind, path, **{k: v for k, v in options.items() if v is not None})
 
 
 def run(op: Any, **kwargs: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from vhdlib import formats
 from vhdlib.errors import (
     ChainError,
     ChainLoopError,
@@ -217,9 +218,10 @@ def find_parent(child: Layer, link: ParentLink, *, lenient: bool = False) -> Lay
         layer.close()
     if link.search_dir and os.path.isdir(link.search_dir):
         tried.append(f"search by id in {link.search_dir}")
+        suffixes = link.search_suffixes or formats.get(child.format).all_suffixes
         for name in sorted(os.listdir(link.search_dir)):
             cand = os.path.join(link.search_dir, name)
-            if not name.lower().endswith(link.search_suffixes) or not os.path.isfile(cand):
+            if not name.lower().endswith(suffixes) or not os.path.isfile(cand):
                 continue
             if os.path.realpath(cand) in seen or _same_file(cand, child.path):
                 continue

@@ -22,6 +22,7 @@ import random
 import uuid
 from pathlib import Path
 
+from vhdlib import formats
 from vhdlib.layer import DiskType, Layer
 
 DEFAULT_SIZE = 256 << 20
@@ -82,6 +83,12 @@ def _fill_snapshot(layer: Layer, rng: random.Random, size: int, block: int) -> N
                    zero=rng.random() < 0.15)
 
 
+def demo_formats() -> tuple[str, ...]:
+    """Formats a demo chain can be made in: writable, with dynamic and differencing disks."""
+    return tuple(f.name for f in formats.FORMATS if f.writable
+                 and {DiskType.DYNAMIC, DiskType.DIFFERENCING} <= set(f.disk_types))
+
+
 def make_bloated_chain(folder: str | os.PathLike[str], *, size: int = DEFAULT_SIZE,
                        fmt: str = "vhd", block_size: int = DEFAULT_BLOCK_SIZE,
                        seed: int = DEFAULT_SEED) -> list[Path]:
@@ -91,28 +98,27 @@ def make_bloated_chain(folder: str | os.PathLike[str], *, size: int = DEFAULT_SI
     takes). ``size`` is rounded down to whole blocks. ``fmt`` is ``"vhd"`` (``base.vhd``,
     ``*.avhd``) or ``"vhdx"`` (``base.vhdx``, ``*.avhdx``).
     """
-    if fmt == "vhd":
-        from vhdlib import vhd as module
-    elif fmt == "vhdx":
-        from vhdlib import vhdx as module  # type: ignore[no-redef]
-    else:
+    if fmt not in demo_formats():
         raise ValueError(f"unknown demo format {fmt!r}")
+    spec = formats.get(fmt)
     size -= size % block_size
     if size <= 0:
         raise ValueError("demo size must be at least one block")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    base = folder / f"base.{fmt}"
+    base = folder / f"base{spec.suffixes[0]}"
     paths = [base]
-    layer: Layer = module.create(str(base), size, DiskType.DYNAMIC, block_size=block_size)
+    layer = formats.create(str(base), fmt, formats.NewDisk(size, DiskType.DYNAMIC,
+                                                           block_size=block_size))
     try:
         _fill_base(layer, rng, size, block_size)
         for _ in range(SNAPSHOTS):
             layer.flush()
-            path = folder / _snapshot_name(rng, "base", f".a{fmt}")
-            child: Layer = module.create(str(path), size, DiskType.DIFFERENCING,
-                                         block_size=block_size, parent=layer)
+            path = folder / _snapshot_name(rng, "base", (spec.child_suffixes
+                                                         or spec.suffixes)[0])
+            child = formats.create(str(path), fmt, formats.NewDisk(
+                size, DiskType.DIFFERENCING, block_size=block_size, parent=layer))
             layer.close()
             layer = child
             paths.append(path)

@@ -36,7 +36,8 @@ class ParentLink:
     footer UUID; VHDX: ``parent_linkage``, the parent's DataWriteGuid). ``candidates`` are
     local paths to try in order, each with a label saying which locator produced it (for the
     error that lists every location tried). ``search_dir`` and ``search_suffixes`` drive the
-    last resort: any file there whose ``link_id`` matches.
+    last resort: any file there whose ``link_id`` matches (no suffixes: those the format
+    registry gives the child's format).
     """
 
     expected_id: UUID
@@ -86,7 +87,7 @@ class Layer(ABC):
     Reading never writes (a VHDX with a dirty log replays into memory when read-only).
     """
 
-    #: "vhd", "vhdx" or "raw".
+    #: The registry name of the format (:mod:`vhdlib.formats`): "vhd", "vhdx", "raw"...
     format: ClassVar[str]
 
     path: str
@@ -98,10 +99,12 @@ class Layer(ABC):
     block_size: int = 0
     writable: bool = False
 
-    def __init__(self, path: str, fd: int, *, writable: bool) -> None:
+    def __init__(self, path: str, fd: int, *, writable: bool, lenient: bool = False) -> None:
         self.path = path
         self._fd = fd
         self.writable = writable
+        #: Accept wrong checksums (with a warning) instead of refusing the image.
+        self.lenient = lenient
         self.warnings: list[str] = []
 
     # --- identity -------------------------------------------------------------------
@@ -215,6 +218,13 @@ class Layer(ABC):
                     f"{file_offset + done}", path=self.path)
             done += n
 
+    @property
+    def reads_file_bytes(self) -> bool:
+        """True when :meth:`pread_into` returns exactly the file's bytes (no in-memory
+        overlay): then holes of the file read as zeros and the file may be read directly
+        (O_DIRECT). The default trusts only the base implementation of ``pread_into``."""
+        return type(self).pread_into is Layer.pread_into
+
     def info(self) -> dict[str, Any]:
         """A JSON-ready description of this layer alone."""
         return {
@@ -272,6 +282,22 @@ class Layer(ABC):
     def repair(self) -> list[str]:
         """Apply only safe repairs (needs ``writable``); return what was done."""
         return []
+
+    # --- hooks of the operations (no-ops unless a format needs them) ---------------------
+
+    def keep_link_id(self) -> None:  # noqa: B027 - optional hook
+        """Let writes through this open keep :attr:`link_id` (an in-place merge or a
+        compaction: children linked to this disk must keep resolving to it). Formats
+        whose id never changes on write need nothing."""
+
+    def renew_link_id(self, seed: bytes) -> None:  # noqa: B027 - optional hook
+        """Take a new :attr:`link_id` derived from ``seed`` (after an in-place merge, so
+        the merged children no longer resolve to this disk; idempotent)."""
+
+    def seal(self, seed: bytes, *, keep_link_id: bool = False) -> None:  # noqa: B027
+        """Last write of an output or a compaction: make the file's metadata a function of
+        its content and ``seed`` (bit-identical resume); ``keep_link_id`` when the content
+        did not change. Formats whose ids are fixed at creation need nothing."""
 
     def block_store(self) -> BlockStore | None:
         """The block-level view used by compaction; ``None`` for fixed/raw layers."""

@@ -19,8 +19,9 @@ class RawLayer(Layer):
 
     format = "raw"
 
-    def __init__(self, path: str, fd: int, *, writable: bool = False) -> None:
-        super().__init__(path, fd, writable=writable)
+    def __init__(self, path: str, fd: int, *, writable: bool = False,
+                 lenient: bool = False) -> None:
+        super().__init__(path, fd, writable=writable, lenient=lenient)
         self.disk_type = DiskType.FIXED
         size = os.fstat(fd).st_size
         if size % SECTOR_SIZE or size == 0:

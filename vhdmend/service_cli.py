@@ -22,6 +22,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from vhdlib.ops import OPERATIONS, every_option
+from vhdlib.ops.options import Option
+from vhdmend.commands.declared import add_option, given
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -63,19 +67,19 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="submit a job over HTTP")
-    p.add_argument("type", choices=["inspect", "plan", "merge", "compact", "convert",
-                                    "remediate", "scan"])
+    # Any registered job kind (service.kinds); the API refuses others (exit 2), so a new
+    # kind needs no change here.
+    p.add_argument("type", help="the job's type: inspect, plan, scan or an operation")
     p.add_argument("path", help="path relative to the root")
     p.add_argument("--host", dest="job_host", default="local")
     p.add_argument("--root", dest="job_root", required=True)
-    p.add_argument("--operation", help="plan: the operation to plan")
-    p.add_argument("--output")
-    p.add_argument("--into")
-    p.add_argument("--archive")
-    p.add_argument("--delete", action="store_true", default=None)
-    p.add_argument("--force", action="store_true", default=None)
-    p.add_argument("--disk-type", dest="disk_type", choices=["fixed", "dynamic"])
-    p.add_argument("--format", choices=["vhd", "vhdx", "raw"])
+    p.add_argument("--operation", choices=sorted(OPERATIONS),
+                   help="plan: the operation to plan (default remediate)")
+    # Every operation's options, as vhdlib declares them (paths relative to the root);
+    # only those given are sent, the server applies the defaults.
+    for opt in submit_options():
+        add_option(p, opt, positional=False, flag=SUBMIT_FLAGS.get(opt.name), defaults=False,
+                   prefix="option_")
     p.add_argument("--external-ref")
     p.add_argument("--callback-url")
     p.add_argument("--callback-secret")
@@ -146,15 +150,19 @@ def _client(func: Any) -> Any:
     return wrapped
 
 
+#: Flags of ``submit`` spelled apart from their option (``type`` is the job's type there).
+SUBMIT_FLAGS = {"type": "--disk-type"}
+
+
+def submit_options() -> tuple[Option, ...]:
+    """Every operation's declared options, each once."""
+    return every_option()
+
+
 @_client
 def cmd_submit(args: argparse.Namespace) -> int:
     """``vhdmend submit TYPE PATH --root R``: POST /v1/jobs, print the job id."""
-    options: dict[str, Any] = {}
-    for key in ("output", "into", "archive", "delete", "force", "format"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    if args.disk_type:
-        options["type"] = args.disk_type
+    options = given(args, submit_options(), prefix="option_")
     if args.type == "plan":
         options["operation"] = args.operation or "remediate"
     body: dict[str, Any] = {"type": args.type, "host": args.job_host, "root": args.job_root,

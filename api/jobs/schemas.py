@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from service import kinds
 from service.errors import PathRefused
-from service.kinds import names as kind_names
 from service.paths import validate_relative
 from service.states import STATES
+from vhdlib.ops import OPERATIONS as OPERATION_CLASSES
+from vhdlib.ops.options import Option
 
-JOB_TYPES = kind_names()
+JOB_TYPES = kinds.names()
 
 NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                        error="1-64 letters, digits, '.', '_' or '-'")
@@ -36,114 +39,92 @@ class RelPath(fields.String):
         super().__init__(validate=[validate.Length(1, 4096), _relative], **kw)
 
 
-DISK_TYPE = validate.OneOf(["fixed", "dynamic"])
-FORMAT = validate.OneOf(["vhd", "vhdx", "raw"])
-BLOCK = validate.OneOf([1 << 20, 2 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20, 128 << 20,
-                        256 << 20])
-
-
-class InspectOptionsSchema(Strict):
-    lenient = fields.Boolean()
-
-
-
-
-def _reclaim() -> fields.String:
-    """``--reclaim``: zeros (default) or fs (also blocks the guest's file systems free)."""
-    return fields.String(validate=validate.OneOf(["zeros", "fs"]), metadata={
-        "description": "zeros: drop all-zero blocks (default); fs: also drop blocks the "
-                       "guest's NTFS/ext2/3/4 file systems mark wholly free"})
-
-
-class ScanOptionsSchema(Strict):
-    """``scan`` takes no options (its path names a folder: ``.`` for the root)."""
-
-
-class CompactOptionsSchema(Strict):
-    lenient = fields.Boolean()
-    reclaim = _reclaim()
-
-
-class MergeOptionsSchema(Strict):
-    into = RelPath(metadata={"description": "the layer to merge into (default: the parent)"})
-    force = fields.Boolean()
-    archive = RelPath(metadata={"description": "folder to move retired layers to"})
-    delete = fields.Boolean()
-    lenient = fields.Boolean()
-
-
 UUID = validate.Regexp(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$",
                        error="a UUID like 6f3c0a1e-5d2b-4c8e-9a7f-0123456789ab")
-#: Explicit ids of the output make it reproducible (the same bytes on every run).
-OUTPUT_UUID = {"description": "the output disk's UUID (default: a new one)"}
-OUTPUT_TIMESTAMP = {"description": "the output's creation time, Unix seconds (default: now)"}
 
 
-#: Owner, mode, ACL and xattrs of the new disk (vhdlib.ops.carry).
-ATTR_FROM = {"description": "'base': the output gets the base disk's owner, group, mode, "
-             "ACL and xattrs (in place they are always carried over)"}
-ATTR_DROP = {"description": "go ahead when an attribute cannot be carried over (the result "
-             "lists what was dropped) instead of failing"}
+def _field(opt: Option) -> fields.Field:
+    """The marshmallow field of one vhdlib option declaration."""
+    meta: dict[str, Any] = {"description": opt.help}
+    if opt.default is not None:
+        meta["default"] = opt.default
+    if opt.form == "path":
+        return RelPath(required=opt.required, metadata=meta)
+    checks: list[Any] = []
+    allowed = opt.allowed
+    if allowed:
+        checks.append(validate.OneOf(list(allowed)))
+    if opt.minimum is not None or opt.maximum is not None:
+        checks.append(validate.Range(opt.minimum, opt.maximum))
+    if opt.form == "uuid":
+        checks.append(UUID)
+    kind = {bool: fields.Boolean, int: fields.Integer}.get(opt.type, fields.String)
+    return kind(required=opt.required, validate=checks, metadata=meta)
 
 
-class ConvertOptionsSchema(Strict):
-    output = RelPath(required=True)
-    type = fields.String(validate=DISK_TYPE)
-    format = fields.String(validate=FORMAT)
-    block_size = fields.Integer(validate=BLOCK)
-    sparse = fields.Boolean()
-    lenient = fields.Boolean()
-    reclaim = _reclaim()
-    uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
-    timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
-                               metadata=OUTPUT_TIMESTAMP)
-    attributes_from = fields.String(validate=validate.OneOf(["base"]), metadata=ATTR_FROM)
-    drop_attributes = fields.Boolean(metadata=ATTR_DROP)
+def _excludes(declared: tuple[Option, ...]) -> Any:
+    pairs = sorted({tuple(sorted((o.name, x))) for o in declared for x in o.excludes})
+
+    @validates_schema
+    def check(self: Schema, data: dict[str, Any], **_: Any) -> None:
+        for a, b in pairs:
+            if data.get(a) and data.get(b):
+                raise ValidationError(f"{a} and {b} exclude each other")
+    return check
 
 
-class RemediateOptionsSchema(Strict):
-    output = RelPath()
-    type = fields.String(validate=DISK_TYPE)
-    format = fields.String(validate=FORMAT)
-    archive = RelPath()
-    delete = fields.Boolean()
-    force = fields.Boolean()
-    block_size = fields.Integer(validate=BLOCK)
-    sparse = fields.Boolean()
-    lenient = fields.Boolean()
-    reclaim = _reclaim()
-    uuid = fields.String(validate=UUID, metadata=OUTPUT_UUID)
-    timestamp = fields.Integer(validate=validate.Range(946684800, 4102444800),
-                               metadata=OUTPUT_TIMESTAMP)
-    attributes_from = fields.String(validate=validate.OneOf(["base"]), metadata=ATTR_FROM)
-    drop_attributes = fields.Boolean(metadata=ATTR_DROP)
+@functools.lru_cache(maxsize=64)
+def _build(name: str, declared: tuple[Option, ...], choices: tuple[Any, ...],
+           extra: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> type[Schema]:
+    # ``choices`` (every option's current choices) is only the cache key: a format
+    # registered later gets a new schema.
+    attrs: dict[str, Any] = {o.name: _field(o) for o in declared}
+    for field_name, allowed in extra:
+        attrs[field_name] = fields.String(required=True, validate=validate.OneOf(allowed))
+    attrs["_excludes"] = _excludes(declared)
+    return Strict.from_dict(attrs, name=name)
 
 
-OPTIONS: dict[str, type[Schema]] = {
-    "inspect": InspectOptionsSchema, "compact": CompactOptionsSchema,
-    "merge": MergeOptionsSchema, "convert": ConvertOptionsSchema,
-    "remediate": RemediateOptionsSchema, "scan": ScanOptionsSchema,
-}
-OPERATIONS = ("merge", "compact", "convert", "remediate")
+def options_schema(job_type: str, *, plan: bool = False) -> type[Schema]:
+    """The options schema of ``job_type`` (``plan``: of planning that operation, which adds
+    ``operation``), derived from vhdlib's declarations."""
+    declared = kinds.get(job_type).declared
+    title = job_type.capitalize()
+    key = tuple(o.allowed for o in declared)
+    if plan:
+        return _build(f"Plan{title}OptionsSchema", declared, key,
+                      (("operation", (job_type,)),))
+    return _build(f"{title}OptionsSchema", declared, key)
+
+
+OPERATIONS = tuple(OPERATION_CLASSES)
+#: Job types whose options are a vhdlib declaration (plan: ``operation`` + its options).
+OPTION_TYPES = tuple(t for t in JOB_TYPES if t != "plan")
+
+
+def option_schemas() -> list[type[Schema]]:
+    """Every type's options schema, for the OpenAPI document."""
+    return [options_schema(t) for t in OPTION_TYPES] + \
+        [options_schema(op, plan=True) for op in OPERATIONS]
 
 
 def load_options(job_type: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate ``options`` for ``job_type`` (plan: ``operation`` + that operation's)."""
     if job_type == "plan":
+        if not isinstance(options, dict):
+            raise ValidationError({"options": ["an object"]})
         opts = dict(options)
         op = opts.pop("operation", None)
         if op not in OPERATIONS:
             raise ValidationError({"options": {"operation": [f"one of {list(OPERATIONS)}"]}})
         try:
-            return {"operation": op, **OPTIONS[op]().load(opts)}
+            return {"operation": op, **options_schema(op)().load(opts)}
         except ValidationError as e:
             raise ValidationError({"options": e.messages}) from e
     try:
-        loaded: dict[str, Any] = OPTIONS[job_type]().load(options)
+        loaded: dict[str, Any] = options_schema(job_type)().load(options)
     except ValidationError as e:
         raise ValidationError({"options": e.messages}) from e
-    if loaded.get("archive") and loaded.get("delete"):
-        raise ValidationError({"options": ["archive and delete exclude each other"]})
     return loaded
 
 
@@ -162,8 +143,17 @@ class JobCreateSchema(Strict):
     host = fields.String(required=True, validate=NAME)
     root = fields.String(required=True, validate=NAME)
     path = RelPath(required=True)
-    options = fields.Dict(keys=fields.String(), load_default=dict,
-                          metadata={"description": "per type: see *OptionsSchema"})
+    # Documented per type (the schemas derived from vhdlib's declarations), not free-form.
+    options = fields.Raw(load_default=dict, metadata={
+        "description": "the options of the job's type: " + ", ".join(
+            f"{t} -> {t.capitalize()}Options" for t in OPTION_TYPES)
+        + "; plan -> Plan<Operation>Options (operation + that operation's options)",
+        "anyOf": [{"$ref": f"#/components/schemas/{t.capitalize()}Options"}
+                  for t in OPTION_TYPES]
+        + [{"$ref": f"#/components/schemas/Plan{t.capitalize()}Options"} for t in OPERATIONS]})
+
+    #: Components the document needs beside this schema (see api.openapi).
+    openapi_components = staticmethod(option_schemas)
     external_ref = fields.String(validate=validate.Length(1, 200), allow_none=True)
     callback = fields.Nested(CallbackSchema, allow_none=True)
 

@@ -28,7 +28,7 @@ def register(kind: JobKind) -> JobKind:
 
 def _discover() -> None:
     names = [m.name for m in pkgutil.iter_modules(__path__)
-             if m.name not in ("kind", "options")]
+             if m.name != "kind"]
     for name in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER),
                                              n)):
         module = importlib.import_module(f"{__name__}.{name}")

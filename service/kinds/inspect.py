@@ -6,6 +6,7 @@ from typing import Any
 
 from service import paths
 from service.kinds.kind import Context, JobKind
+from vhdlib.ops.options import READ
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -28,4 +29,4 @@ def jsonable(value: Any) -> Any:
 
 
 KIND = JobKind("inspect", "What a disk chain is: type, sizes, layers, problems",
-               options=("lenient",), run=run)
+               declared=READ, run=run)

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vhdlib.ops.options import Option
+
 
 @dataclass(frozen=True)
 class Context:
@@ -37,9 +39,14 @@ class JobKind:
 
     name: str
     summary: str
-    #: The options the kind takes (names; their types are declared by the operation).
+    #: The options the kind takes, as vhdlib declares them (:mod:`vhdlib.ops.options`):
+    #: the API's options schema of the kind is derived from them.
+    declared: tuple[Option, ...] = ()
+    #: Their names (default: the declarations'; a kind without declarations may list
+    #: names alone: the API then takes no options for it).
     options: tuple[str, ...] = ()
-    #: Options naming files relative to the job's root -> whether the file must exist.
+    #: Options naming files relative to the job's root -> whether the file must exist
+    #: (default: the declarations' ``form="path"`` ones).
     path_options: Mapping[str, bool] = field(default_factory=dict)
     mutating: bool = False
     run: Run | None = None
@@ -48,6 +55,12 @@ class JobKind:
     folder: bool = False
 
     def __post_init__(self) -> None:
+        # Derived from the declarations, once (the dataclass is frozen).
+        if not self.options:
+            object.__setattr__(self, "options", tuple(o.name for o in self.declared))
+        if not self.path_options:
+            object.__setattr__(self, "path_options", {
+                o.name: o.exists for o in self.declared if o.form == "path"})
         if self.mutating != (self.operation is not None) or self.mutating == (
                 self.run is not None):
             raise ValueError(f"job kind {self.name!r}: a mutating kind names an operation, "

@@ -1,9 +1,9 @@
-"""The mutating kinds: one per vhdlib operation, run chunk by chunk under the chain lock."""
+"""One mutating kind per vhdlib operation, its options the operation's declarations."""
 
 from __future__ import annotations
 
 from service.kinds.kind import JobKind
-from service.kinds.options import operation_options, path_options
+from vhdlib.ops import OPERATIONS
 
 _SUMMARIES = {
     "merge": "Merge a differencing layer into its parent (or a given ancestor)",
@@ -14,9 +14,8 @@ _SUMMARIES = {
 
 
 def _kind(name: str) -> JobKind:
-    names = operation_options(name)
-    return JobKind(name, _SUMMARIES[name], options=names, path_options=path_options(names),
+    return JobKind(name, _SUMMARIES.get(name, name), declared=OPERATIONS[name].options,
                    mutating=True, operation=name)
 
 
-KINDS = tuple(_kind(name) for name in _SUMMARIES)
+KINDS = tuple(_kind(name) for name in OPERATIONS)

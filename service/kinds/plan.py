@@ -6,7 +6,8 @@ from typing import Any
 
 from service import engine, paths
 from service.kinds.kind import Context, JobKind
-from service.kinds.options import PATH_OPTIONS, operation_options
+from vhdlib.ops import OPERATIONS, every_option
+from vhdlib.ops.options import Option
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -19,8 +20,10 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"plan": plan, "result": {"plan": plan}}
 
 
-_ALL = tuple(dict.fromkeys(o for op in ("merge", "compact", "convert", "remediate")
-                           for o in operation_options(op)))
+#: What plan takes: the operation to plan and any operation's options (the API checks
+#: them against that operation's).
+OPERATION = Option("operation", str, None, "the operation to plan", required=True,
+                   choices=lambda: tuple(OPERATIONS))
 
 KIND = JobKind("plan", "Plan an operation without running it",
-               options=("operation", *_ALL), path_options=PATH_OPTIONS, run=run)
+               declared=(OPERATION, *every_option()), run=run)

@@ -82,8 +82,26 @@ def test_a_read_only_kind_runs_without_journal_run_lock_or_chain_lock(tmp_path, 
 def test_the_kinds_options_are_the_api_schemas_fields() -> None:
     # One vocabulary: what a kind declares is what the API accepts for it (plan: any
     # operation's, plus the operation's name).
-    from api.jobs.schemas import OPTIONS
-    for name, schema in OPTIONS.items():
+    from api.jobs.schemas import OPTION_TYPES, options_schema
+    schemas = {name: options_schema(name) for name in OPTION_TYPES}
+    for name, schema in schemas.items():
         assert set(kinds.get(name).options) == set(schema().fields), name
-    merged = {f for schema in OPTIONS.values() for f in schema().fields} - {"lenient"}
+    merged = {f for schema in schemas.values() for f in schema().fields} - {"lenient"}
     assert set(kinds.get("plan").options) - {"operation", "lenient"} == merged
+
+
+def test_the_kinds_options_are_vhdlibs_declarations() -> None:
+    # The single source: each kind's options are the operation's declarations, in order.
+    from vhdlib.ops import OPERATIONS
+    from vhdlib.ops.options import READ
+    assert kinds.get("inspect").options == tuple(o.name for o in READ)
+    for name, cls in OPERATIONS.items():
+        kind = kinds.get(name)
+        assert kind.mutating and kind.operation == name
+        assert kind.options == tuple(o.name for o in cls.options), name
+    assert "reclaim" in kinds.get("compact").options
+    assert kinds.get("merge").path_options == {"into": True, "archive": False}
+    assert kinds.get("convert").path_options == {"output": False}
+    assert kinds.get("remediate").path_options == {"output": False, "archive": False}
+    assert kinds.get("plan").path_options == {"into": True, "archive": False,
+                                              "output": False}

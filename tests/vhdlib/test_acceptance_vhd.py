@@ -6,7 +6,6 @@ Each test names the requirement it proves. Chains come from :func:`tests.chains.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import shutil
@@ -175,7 +174,7 @@ def test_journal_holds_identities_and_cursor(tmp_path: Path, kind: str) -> None:
 def test_changed_input_names_file_and_fields(tmp_path: Path) -> None:
     chain = build_chain(tmp_path, "vhd", size=64 * MIB, children=2)
     op = ops.prepare("convert", str(chain.newest), str(tmp_path / "o.vhd"))
-    state = copy.deepcopy(op.state)
+    state = op.state.to_dict()
     state["phase"] = "copy"
     journal.save(op.journal_path, state)
     # Touch only the middle layer's mtime.

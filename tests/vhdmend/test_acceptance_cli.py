@@ -5,7 +5,6 @@ Every command runs as a user runs it: ``python -m vhdmend`` in a subprocess.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from pathlib import Path
@@ -56,7 +55,7 @@ def test_info_json_on_a_chain(tmp_path: Path, fmt: str) -> None:
 def test_resume_plan_json_writes_nothing(tmp_path: Path) -> None:
     chain = build_chain(tmp_path, "vhdx", size=8 * MIB, children=2, writes=6)
     op = ops.prepare("convert", str(chain.newest), str(tmp_path / "o.vhdx"))
-    state = copy.deepcopy(op.state)
+    state = op.state.to_dict()
     state["phase"] = "copy"
     journal.save(op.journal_path, state)
     before = _tree(tmp_path)
@@ -111,7 +110,7 @@ def test_corrupt_vhdx_is_exit_3_and_never_written(tmp_path: Path, argv: list[str
 def test_check_reports_interrupted_operation(tmp_path: Path) -> None:
     chain = build_chain(tmp_path, "vhd", size=8 * MIB, children=0, writes=6)
     op = ops.prepare("compact", str(chain.base))
-    state = copy.deepcopy(op.state)
+    state = op.state.to_dict()
     state["phase"] = op.phases[0]
     journal.save(op.journal_path, state)
     r = run_cli("check", chain.base)
@@ -127,7 +126,7 @@ def test_check_reports_interrupted_operation(tmp_path: Path) -> None:
 def test_resume_changed_input_names_what_changed(tmp_path: Path) -> None:
     chain = build_chain(tmp_path, "vhd", size=8 * MIB, children=2, writes=6)
     op = ops.prepare("convert", str(chain.newest), str(tmp_path / "o.vhd"))
-    state = copy.deepcopy(op.state)
+    state = op.state.to_dict()
     state["phase"] = "copy"
     journal.save(op.journal_path, state)
     st = chain.newest.stat()

@@ -63,15 +63,16 @@ def test_the_job_record_stays_small_on_a_2_tib_chain(tmp_path, monkeypatch) -> N
         # state to the journal and reports it, one digest more per window copied (what
         # vhdlib's copy phase adds); the engine's own I/O over 2 TiB is left out.
         windows = op.plan.to_dict()["details"].get("virtual_size", 2 * TIB) // WINDOW
-        op.state["phase"] = "copy"
+        digests: dict[str, int] = {}
         for index in range(windows):
-            op.state["digests"][str(index)] = index * 2654435761 % (1 << 32)
-            op.state["cursor"] = (index + 1) * WINDOW
-            op.state["done"] = {"copy": (index + 1) * WINDOW}
+            digests[str(index)] = index * 2654435761 % (1 << 32)
             if (index + 1) % 1024 == 0:
-                vjournal.save(op.journal_path, op.state)
-                kw["on_checkpoint"](dict(op.state))
-                states.append(dict(op.state))
+                # The state is frozen: a checkpoint is a new value (op.update).
+                op.update(phase="copy", digests=dict(digests), cursor=(index + 1) * WINDOW,
+                          done={"copy": (index + 1) * WINDOW})
+                vjournal.save(op.journal_path, op.state.to_dict())
+                kw["on_checkpoint"](op.state.to_dict())
+                states.append(op.state.to_dict())
                 sizes.append(record_bytes(store, job.id))
         return {"status": "paused"}
     monkeypatch.setattr(tasks.engine, "run", engine_run)

@@ -2,6 +2,8 @@
 
     report = inuse.guard(paths, Purpose.MODIFY, "swap")   # raises FileInUseError
 
+Which files, and for what, each operation says itself (``Operation.in_use_targets``).
+
 What it sees: local processes (kernel leases, /proc/*/fd and maps of this PID namespace),
 so an SMB client is seen through the smbd serving it on this host, and Samba's own
 record of opens and disconnected durable handles (``smbstatus``). What it cannot see: a
@@ -12,6 +14,5 @@ from __future__ import annotations
 
 from vhdlib.inuse.guard import check, guard
 from vhdlib.inuse.model import FileCheck, Holder, Purpose, Report
-from vhdlib.inuse.points import targets
 
-__all__ = ["FileCheck", "Holder", "Purpose", "Report", "check", "guard", "targets"]
+__all__ = ["FileCheck", "Holder", "Purpose", "Report", "check", "guard"]

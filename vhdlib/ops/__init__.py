@@ -12,10 +12,12 @@ from typing import Any
 
 from vhdlib import journal
 from vhdlib.errors import ImageError, UsageError
+from vhdlib.ops import options as declared
 from vhdlib.ops.compact import CompactOperation
 from vhdlib.ops.convert import ConvertOperation
 from vhdlib.ops.merge import MergeOperation
 from vhdlib.ops.operation import Operation
+from vhdlib.ops.options import Option
 from vhdlib.ops.remediate import RemediateOperation
 from vhdlib.plan import Plan, Step
 
@@ -27,17 +29,33 @@ OPERATIONS: dict[str, type[Operation]] = {
 }
 
 
+def every_option() -> tuple[Option, ...]:
+    """Every operation's declared options, each once (what planning any of them takes)."""
+    return declared.merged(*(cls.options for cls in OPERATIONS.values()))
+
+
 def prepare(kind: str, path: str, *args: Any, **options: Any) -> Operation:
     """Plan operation ``kind`` on ``path`` without writing anything.
 
-    Options per kind: merge(into, force, archive, delete), compact(), convert(output,
-    type, format, block_size, sparse), remediate(output, type, format, archive, delete).
+    The options of each kind are its class's ``options`` declarations (checked here;
+    ``None`` means not given, and the declared default applies). The option named by the
+    class's ``second`` may also be given positionally (merge ``into``, convert and
+    remediate ``output``).
     """
     cls = OPERATIONS.get(kind)
     if cls is None:
         raise UsageError(f"unknown operation {kind!r}; one of {sorted(OPERATIONS)}")
-    op: Operation = cls.prepare(path, *args, **options)  # type: ignore[attr-defined]
-    op.state["plan"] = op.plan.to_dict()
+    if args:
+        if len(args) > 1 or cls.second is None:
+            raise UsageError(f"{kind}: too many positional arguments")
+        if options.get(cls.second) is not None:
+            raise UsageError(f"{kind}: {cls.second} given twice")
+        options[cls.second] = args[0]
+    declared.validate(kind, cls.options, options)
+    values = {o.name: o.default for o in cls.options}
+    values.update({k: v for k, v in options.items() if v is not None})
+    op: Operation = cls.prepare(path, **values)  # type: ignore[attr-defined]
+    op.update(plan=op.plan.to_dict())
     return op
 
 
@@ -47,12 +65,17 @@ def resume(journal_path: str, *, fence: int | None = None) -> Operation:
     Inputs are checked against their recorded identity when the run continues
     (:class:`~vhdlib.errors.ChangedInputError` names what changed).
     """
-    state = journal.load(journal_path)
-    cls = OPERATIONS.get(str(state.get("operation")))
-    if cls is None or "plan" not in state:
-        raise ImageError(f"journal names an unknown operation {state.get('operation')!r}",
+    saved = journal.load(journal_path)
+    cls = OPERATIONS.get(str(saved.get("operation")))
+    if cls is None or not saved.get("plan"):
+        raise ImageError(f"journal names an unknown operation {saved.get('operation')!r}",
                          path=journal_path)
-    plan_d = state["plan"]
+    try:
+        state = cls.state_type.from_dict(saved)
+    except TypeError as e:  # a required key missing
+        raise ImageError(f"journal lacks part of the operation's state: {e}",
+                         path=journal_path) from e
+    plan_d = saved["plan"]
     plan = Plan(plan_d["operation"], plan_d["target"], plan_d["inputs"], plan_d["outputs"],
                 [Step(s["name"], s["description"], s["read_bytes"], s["write_bytes"],
                       s["irreversible"]) for s in plan_d["steps"]],
@@ -62,4 +85,4 @@ def resume(journal_path: str, *, fence: int | None = None) -> Operation:
     return op
 
 
-__all__ = ["OPERATIONS", "Operation", "prepare", "resume"]
+__all__ = ["OPERATIONS", "Operation", "every_option", "prepare", "resume"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from vhdlib import attributes
 from vhdlib.errors import UsageError
+from vhdlib.ops.state import CopyState
 
 SOURCES = ("base",)
 
@@ -28,17 +29,19 @@ def options(attributes_from: str | None, drop_attributes: bool) -> dict[str, Any
     return {"attributes_from": attributes_from, "drop_attributes": bool(drop_attributes)}
 
 
-def onto_partial(state: dict[str, Any], src: str) -> None:
-    """Give the partial output ``src``'s attributes (idempotent; recorded in ``state``)."""
-    drop = bool(state["options"].get("drop_attributes"))
-    dropped = attributes.carry(src, state["partial"], drop=drop)
-    state["attributes"] = {"from": src, "dropped": dropped}
+def onto_partial(state: CopyState, src: str) -> dict[str, Any]:
+    """Give the partial output ``src``'s attributes (idempotent); returns what the state
+    records (``op.update(attributes=...)``): where they came from, what was dropped."""
+    drop = bool(state.options.get("drop_attributes"))
+    dropped = attributes.carry(src, state.partial, drop=drop)
+    return {"from": src, "dropped": dropped}
 
 
-def before_publish(state: dict[str, Any]) -> None:
-    """For an output at a new path: the base's attributes when asked for. (In place, the
-    swap carried them before the chain was archived.)"""
-    if state.get("archive_dir"):
-        return
-    if state["options"].get("attributes_from") == "base":
-        onto_partial(state, state["chain"][-1])
+def before_publish(state: CopyState) -> dict[str, Any] | None:
+    """For an output at a new path: the base's attributes when asked for (the record to
+    keep, else None). (In place, the swap carried them before the chain was archived.)"""
+    if state.archive_dir:
+        return None
+    if state.options.get("attributes_from") == "base":
+        return onto_partial(state, state.chain[-1])
+    return None

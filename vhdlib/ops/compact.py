@@ -22,13 +22,20 @@ from typing import Any, ClassVar
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import DependentChildrenError, UsageError
 from vhdlib.formats import open_layer
+from vhdlib.inuse.model import Purpose
 from vhdlib.layer import BlockStore, DiskType, Layer
 from vhdlib.ops import reclaim as fs_reclaim
 from vhdlib.ops.merge import find_dependents
 from vhdlib.ops.operation import Operation, layer_warnings, seed_of, step
+from vhdlib.ops.options import LENIENT, RECLAIM, Option
+from vhdlib.ops.state import CompactState
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
+
+SUBJECT = Option("path", str, help="a dynamic or differencing disk", positional=True,
+                 required=True, form="path")
+OPTIONS = (LENIENT, RECLAIM)
 
 
 def plan_moves(store: BlockStore) -> tuple[list[list[int]], int]:
@@ -93,13 +100,16 @@ def _fs_blocks(path: str, layer: Layer, lenient: bool, block_size: int
     return blocks, details
 
 
-class CompactOperation(Operation):
+class CompactOperation(Operation[CompactState]):
     """``compact PATH``: in place, resumable."""
 
     kind: ClassVar[str] = "compact"
     phases = ("drop", "move", "truncate")
+    subject = SUBJECT
+    options = OPTIONS
+    state_type = CompactState
 
-    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+    def __init__(self, state: CompactState, plan: Plan) -> None:
         super().__init__(state, plan)
         self.layer: Layer | None = None
         self.store: BlockStore | None = None
@@ -115,14 +125,14 @@ class CompactOperation(Operation):
             if store is None or layer.disk_type is DiskType.FIXED:
                 raise UsageError("a fixed disk cannot be compacted (convert it to dynamic)",
                                  path=path)
-            state = cls.new_state(cls.kind, path, {"path": os.path.abspath(path),
-                                                   "lenient": lenient, "reclaim": mode})
-            if mode == "fs":
-                state["drop_blocks"], state["reclaim"] = _fs_blocks(path, layer, lenient,
-                                                                    store.block_size)
-            state["format"] = layer.format
-            state["seed"] = seed_of(cls.kind, [layer])
-            state["output"] = {"path": os.path.abspath(path), "uuid": str(layer.link_id)}
+            drop, details = (_fs_blocks(path, layer, lenient, store.block_size)
+                             if mode == "fs" else ([], {}))
+            state = CompactState.fresh(
+                cls.kind, path, {"path": os.path.abspath(path), "lenient": lenient,
+                                 "reclaim": mode},
+                format=layer.format, seed=seed_of(cls.kind, [layer]),
+                output={"path": os.path.abspath(path), "uuid": str(layer.link_id)},
+                drop_blocks=tuple(drop), reclaim=details)
             allocated = [i for i in range(store.block_count) if store.slot_offset(i) is not None]
             plan = Plan(cls.kind, os.path.abspath(path), [os.path.abspath(path)],
                         [os.path.abspath(path)])
@@ -137,7 +147,7 @@ class CompactOperation(Operation):
                                  "file_size": layer.file_size,
                                  "block_size": store.block_size})
             if mode == "fs":
-                plan.details["reclaim"] = state["reclaim"]
+                plan.details["reclaim"] = details
             op = cls(state, plan)
             op.budget.add(path, 4096, "journal")
             plan.space = op.budget.to_list()
@@ -146,21 +156,20 @@ class CompactOperation(Operation):
 
     @property
     def _fs_mode(self) -> bool:
-        return self.state["options"].get("reclaim") == "fs"
+        return self.state.options.get("reclaim") == "fs"
 
     @functools.cached_property
     def _fs_drop(self) -> frozenset[int]:
-        return frozenset(self.state.get("drop_blocks", ()))
+        return frozenset(self.state.drop_blocks)
 
     def open_files(self) -> None:
         if self.layer is None:
-            self.layer = open_layer(self.state["options"]["path"], writable=True,
-                                    fmt=self.state["format"])
-            keep = getattr(self.layer, "keep_data_write_guid", None)
-            if keep is not None and not self._fs_mode:
+            self.layer = open_layer(self.state.options["path"], writable=True,
+                                    fmt=self.state.format)
+            if not self._fs_mode:
                 # Compaction changes where blocks live, not what the disk reads: children
                 # linked to this disk's id must keep resolving to it.
-                keep()
+                self.layer.keep_link_id()
             self.store = self.layer.block_store()
 
     def flush_files(self) -> None:
@@ -176,52 +185,52 @@ class CompactOperation(Operation):
     def chunk(self, budget: int, deadline: float) -> None:
         assert self.store is not None
         store = self.store
-        phase = self.state["phase"]
+        phase = self.state.phase
         if phase == "drop":
-            i = int(self.state["cursor"])
+            i = int(self.state.cursor)
             spent = 0
             while i < store.block_count and spent < budget and time.monotonic() < deadline:
                 if store.slot_offset(i) is not None:
                     if store.droppable(i) or i in self._fs_drop:
                         store.drop(i)
-                        self.state["dropped"] = int(self.state.get("dropped", 0)) + 1
+                        self.update(dropped=int(self.state.dropped) + 1)
                     spent += store.block_size
                     self.add_done(store.block_size)
                 i += 1
-            self.state["cursor"] = i
+            self.update(cursor=i)
             if i >= store.block_count:
                 self.flush_files()
-                moves, end = plan_moves(store)
-                self.state["moves"] = moves
-                self.state["new_end"] = end
+                planned, end = plan_moves(store)
+                self.update(moves=tuple(tuple(m) for m in planned), new_end=end)
                 self.next_phase()
         elif phase == "move":
-            moves = self.state["moves"]
-            k = int(self.state["cursor"])
+            moves = self.state.moves
+            k = int(self.state.cursor)
             spent = 0
             while k < len(moves) and spent < budget and time.monotonic() < deadline:
                 index, _src, dest = moves[k]
                 store.move(index, dest)
                 spent += store.slot_size
                 k += 1
-            self.state["cursor"] = k
+            self.update(cursor=k)
             if k >= len(moves):
                 self.next_phase()
         else:
-            store.truncate_after(int(self.state["new_end"]))
+            store.truncate_after(int(self.state.new_end))
             assert self.layer is not None
-            finalize = getattr(self.layer, "finalize", None)
-            if finalize is not None:
-                # With --reclaim fs the content changed (free blocks now read zeros): a
-                # new DataWriteGuid makes any child left elsewhere fail to resolve.
-                finalize(bytes.fromhex(self.state["seed"]),
-                         keep_data_write_guid=not self._fs_mode)
+            # With --reclaim fs the content changed (free blocks now read zeros): a new
+            # link id makes any child left elsewhere fail to resolve.
+            self.layer.seal(bytes.fromhex(self.state.seed), keep_link_id=not self._fs_mode)
             self.next_phase()
 
+    def in_use_targets(self, step: str) -> tuple[list[str], Purpose]:
+        """The file compacted: any opener blocks."""
+        return [str(self.state.options.get("path") or self.state.target)], Purpose.MODIFY
+
     def result(self) -> dict[str, Any]:
-        path = self.state["options"]["path"]
+        path = self.state.options["path"]
         st = os.stat(path)
         return {"output": path, "file_size": st.st_size, "allocated_bytes": st.st_blocks * 512,
-                "dropped_blocks": int(self.state.get("dropped", 0)),
-                "moved_blocks": len(self.state.get("moves", [])),
+                "dropped_blocks": int(self.state.dropped),
+                "moved_blocks": len(self.state.moves),
                 "file_size_before": self.plan.details.get("file_size")}

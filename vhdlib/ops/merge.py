@@ -9,13 +9,13 @@ differencing disk depends on a disk that would change (``force`` overrides).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-import uuid
+from dataclasses import replace
 from typing import Any, ClassVar
 
+from vhdlib import formats
 from vhdlib.chain import Disk, check_sizes
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import (
@@ -30,23 +30,38 @@ from vhdlib.formats import open_layer
 from vhdlib.layer import Layer
 from vhdlib.ops import retire
 from vhdlib.ops.operation import Operation, layer_warnings, seed_of, step
+from vhdlib.ops.options import ARCHIVE, DELETE, LENIENT, Option
+from vhdlib.ops.state import MergeState
 from vhdlib.plan import Plan
 
 log = logging.getLogger(__name__)
 
 UNIT = 8 << 20
-SUFFIXES = (".vhd", ".avhd", ".vhdx", ".avhdx")
 _ZERO = bytes(UNIT)
 _ZERO_VIEW = memoryview(_ZERO)
 
+SUBJECT = Option("child", str, help="the differencing disk to merge (newest of what merges)",
+                 positional=True, required=True, form="path")
+OPTIONS = (
+    Option("into", str, None, "ancestor to merge into (default: the parent)", form="path",
+           metavar="ANCESTOR", exists=True),
+    Option("force", bool, False, "merge even when other differencing disks depend on a disk "
+           "that changes"),
+    ARCHIVE, DELETE, LENIENT,
+)
+
 
 def find_dependents(folders: set[str], ids: set[str], chain: set[str]) -> list[str]:
-    """Differencing disks in ``folders`` outside ``chain`` whose parent id is in ``ids``."""
+    """Differencing disks in ``folders`` outside ``chain`` whose parent id is in ``ids``.
+
+    Every file with a suffix of a registered format is looked at (a child of any format
+    may link to a disk that changes)."""
+    suffixes = formats.all_suffixes()
     found: list[str] = []
     for folder in sorted(folders):
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
-            if not name.lower().endswith(SUFFIXES) or not os.path.isfile(path):
+            if not name.lower().endswith(suffixes) or not os.path.isfile(path):
                 continue
             if os.path.realpath(path) in chain:
                 continue
@@ -61,13 +76,17 @@ def find_dependents(folders: set[str], ids: set[str], chain: set[str]) -> list[s
     return found
 
 
-class MergeOperation(Operation):
+class MergeOperation(Operation[MergeState]):
     """Collapse the layers above an ancestor into it, in place."""
 
     kind: ClassVar[str] = "merge"
     phases = ("merge", "retire")
+    subject = SUBJECT
+    options = OPTIONS
+    second = "into"
+    state_type = MergeState
 
-    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
+    def __init__(self, state: MergeState, plan: Plan) -> None:
         super().__init__(state, plan)
         self.disk: Disk | None = None
         self.ancestor: Layer | None = None
@@ -102,26 +121,25 @@ class MergeOperation(Operation):
             options = {"child": os.path.abspath(child), "into": os.path.abspath(target),
                        "force": force, "archive": archive and os.path.abspath(archive),
                        "delete": delete, "lenient": lenient}
-            state = cls.new_state(cls.kind, target, options)
-            state["chain"] = [os.path.abspath(layer.path) for layer in disk.layers]
-            state["levels"] = levels
-            state["inputs"] = [layer.identity().to_dict() for layer in children]
-            state["ancestor_id"] = str(ancestor.link_id)
-            state["seed"] = seed_of(cls.kind, [ancestor, *children])
-            state["output"] = {"path": os.path.abspath(target), "uuid": str(ancestor.link_id)}
-            state["archive_dir"] = state["options"]["archive"] or os.path.join(
-                os.path.dirname(os.path.abspath(target)), f"vhdmend-archive-{state['id'][:8]}")
+            state = MergeState.fresh(
+                cls.kind, target, options,
+                chain=tuple(os.path.abspath(layer.path) for layer in disk.layers),
+                levels=levels, inputs=tuple(layer.identity().to_dict() for layer in children),
+                ancestor_id=str(ancestor.link_id), seed=seed_of(cls.kind, [ancestor, *children]),
+                output={"path": os.path.abspath(target), "uuid": str(ancestor.link_id)})
+            state = replace(state, archive_dir=str(options["archive"] or os.path.join(
+                os.path.dirname(os.path.abspath(target)), f"vhdmend-archive-{state.id[:8]}")))
             # Disks that change: the ancestor (content) and the merged children (retired).
             changing = {str(layer.link_id) for layer in disk.layers[:levels + 1]}
             folders = {os.path.dirname(os.path.abspath(layer.path))
                        for layer in disk.layers[:levels + 1]}
-            chain_real = {os.path.realpath(p) for p in state["chain"]}
+            chain_real = {os.path.realpath(p) for p in state.chain}
             dependents = find_dependents(folders, changing, chain_real)
             if dependents and not force:
                 raise DependentChildrenError(
                     "other differencing disks depend on disks this merge changes "
                     "(--force to merge anyway)", path=target, children=dependents)
-            plan = Plan(cls.kind, target, list(state["chain"][:levels]), [target])
+            plan = Plan(cls.kind, target, list(state.chain[:levels]), [target])
             op = cls(state, plan)
             op._plan_merge(disk, levels, ancestor)
             op.plan.details["dependents_overridden"] = dependents
@@ -145,17 +163,17 @@ class MergeOperation(Operation):
             self.plan.details["new_blocks"] = new_blocks
         self.budget.add(ancestor.path, new_bytes + 4096, "blocks the ancestor must allocate "
                         "(+ journal)")
-        archive = self.state["archive_dir"]
-        if not self.state["options"]["delete"] and not retire.same_volume(archive,
+        archive = self.state.archive_dir
+        if not self.state.options["delete"] and not retire.same_volume(archive,
                                                                            ancestor.path):
             self.budget.add(archive, sum(os.path.getsize(p)
-                                         for p in self.state["chain"][:levels]),
+                                         for p in self.state.chain[:levels]),
                             "copy of the merged layers into the archive (another volume)")
         self.plan.steps += [
             step("merge", f"write {data} data bytes and {zero} zero bytes of {levels} "
                  f"layer(s) into {ancestor.path}, each sector once", read=data,
                  write=data + zero),
-            step("retire", ("delete" if self.state["options"]["delete"] else "archive")
+            step("retire", ("delete" if self.state.options["delete"] else "archive")
                  + " the merged layers", irreversible=True),
         ]
         self.plan.details.update({"data_bytes": data, "zero_bytes": zero,
@@ -165,27 +183,25 @@ class MergeOperation(Operation):
     # --- files --------------------------------------------------------------------------
 
     def open_files(self) -> None:
-        if self.state["phase"] != "merge" or self.disk is not None:
+        if self.state.phase != "merge" or self.disk is not None:
             return
         self.verify_inputs()
-        lenient = bool(self.state["options"].get("lenient"))
-        self.disk = open_disk(self.state["chain"][0], lenient=lenient)
-        if [os.path.abspath(p) for p in self.disk.chain] != self.state["chain"]:
+        lenient = bool(self.state.options.get("lenient"))
+        self.disk = open_disk(self.state.chain[0], lenient=lenient)
+        if tuple(os.path.abspath(p) for p in self.disk.chain) != self.state.chain:
             raise UnsupportedError("the chain changed since the merge started",
-                                   path=self.state["chain"][0])
-        self.ancestor = open_layer(self.state["options"]["into"], writable=True)
-        if str(self.ancestor.link_id) != self.state["ancestor_id"]:
+                                   path=self.state.chain[0])
+        self.ancestor = open_layer(self.state.options["into"], writable=True)
+        if str(self.ancestor.link_id) != self.state.ancestor_id:
             raise ChangedInputError(
                 f"the ancestor's id changed since the merge started: "
-                f"{self.state['ancestor_id']} -> {self.ancestor.link_id}",
+                f"{self.state.ancestor_id} -> {self.ancestor.link_id}",
                 path=self.ancestor.path)
-        keep = getattr(self.ancestor, "keep_data_write_guid", None)
-        if keep is not None:
-            # The children link to the ancestor's id; keep it until they are retired so
-            # the chain stays readable (and a cancel leaves it reading as before).
-            keep()
+        # The children link to the ancestor's id; keep it until they are retired so the
+        # chain stays readable (and a cancel leaves it reading as before).
+        self.ancestor.keep_link_id()
         for what in self.ancestor.repair():
-            log.info("merge %s: resume repair: %s", self.state["id"], what)
+            log.info("merge %s: resume repair: %s", self.state.id, what)
 
     def flush_files(self) -> None:
         if self.ancestor is not None:
@@ -202,7 +218,7 @@ class MergeOperation(Operation):
     # --- phases -------------------------------------------------------------------------
 
     def chunk(self, budget: int, deadline: float) -> None:
-        if self.state["phase"] == "merge":
+        if self.state.phase == "merge":
             self._merge(budget, deadline)
         else:
             self._retire()
@@ -210,8 +226,8 @@ class MergeOperation(Operation):
     def _merge(self, budget: int, deadline: float) -> None:
         assert self.disk is not None and self.ancestor is not None
         disk, anc = self.disk, self.ancestor
-        levels = int(self.state["levels"])
-        pos = int(self.state["cursor"])
+        levels = int(self.state.levels)
+        pos = int(self.state.cursor)
         size = disk.virtual_size
         spent = 0
         buf = bytearray(UNIT)
@@ -254,33 +270,26 @@ class MergeOperation(Operation):
                     stop = off
                     break
             pos = stop
-        self.state["cursor"] = pos
+        self.update(cursor=pos)
         if pos >= size:
             self.next_phase()
             self.close_files()
 
     def _retire(self) -> None:
-        levels = int(self.state["levels"])
-        merged = self.state["chain"][:levels]
+        levels = int(self.state.levels)
+        merged = self.state.chain[:levels]
         self.irreversible("retire")
-        with open_layer(self.state["options"]["into"], writable=True) as anc:
+        with open_layer(self.state.options["into"], writable=True) as anc:
             # The ancestor's content changed: it takes a new identity, derived from the
             # seed so a resumed merge ends bit-identical (idempotent after a kill). The
             # retired children then no longer resolve to it: never left looking valid.
-            seed = bytes.fromhex(self.state["seed"])
-            finalize = getattr(anc, "finalize", None)
-            set_unique_id = getattr(anc, "set_unique_id", None)
-            if finalize is not None:
-                finalize(seed)  # VHDX: new DataWriteGuid (MS-VHDX 2.2.2)
-            elif set_unique_id is not None:
-                set_unique_id(uuid.UUID(bytes=hashlib.sha256(b"merged" + seed).digest()[:16],
-                                        version=4))
+            anc.renew_link_id(bytes.fromhex(self.state.seed))
             anc.flush()
-        if not self.state["options"]["delete"]:
+        if not self.state.options["delete"]:
             for path in merged:
                 if os.path.exists(path):
-                    retire.archive_file(path, self.state["archive_dir"])
-        retire.unlink_durably(merged)
+                    retire.archive_file(path, self.state.archive_dir)
+        retire.unlink_durably(list(merged))
         self.advance("done")
 
     def cancel(self) -> None:
@@ -288,9 +297,9 @@ class MergeOperation(Operation):
         super().cancel()
 
     def result(self) -> dict[str, Any]:
-        into = self.state["options"]["into"]
+        into = self.state.options["into"]
         res: dict[str, Any] = {"output": into, "file_size": os.path.getsize(into),
-                               "merged": self.state["chain"][:int(self.state["levels"])]}
-        if not self.state["options"]["delete"]:
-            res["archive"] = self.state["archive_dir"]
+                               "merged": list(self.state.chain[:int(self.state.levels)])}
+        if not self.state.options["delete"]:
+            res["archive"] = self.state.archive_dir
         return res

@@ -14,9 +14,9 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import replace
+from typing import Any, ClassVar, Generic, TypeVar
 
 from vhdlib import inuse, journal
 from vhdlib.errors import (
@@ -28,7 +28,10 @@ from vhdlib.errors import (
     VhdlibError,
 )
 from vhdlib.formats import open_layer
+from vhdlib.inuse.model import Purpose
 from vhdlib.layer import FileIdentity, Layer
+from vhdlib.ops.options import Option
+from vhdlib.ops.state import State
 from vhdlib.plan import Plan, Step
 from vhdlib.progress import (
     CancelCheck,
@@ -47,6 +50,8 @@ CHUNK_SECONDS = 3.0
 #: Seconds between progress reports inside a chunk.
 PROGRESS_INTERVAL = 0.2
 DONE = "done"
+
+S = TypeVar("S", bound=State)
 
 
 def identity_of(path: str, lenient: bool = False) -> FileIdentity:
@@ -89,52 +94,54 @@ def seed_of(kind: str, layers: list[Layer]) -> str:
     return h.hexdigest()[:32]
 
 
-class Operation(ABC):
-    """Base of every resumable operation. Subclasses define phases and chunk work."""
+class Operation(ABC, Generic[S]):
+    """Base of every resumable operation. Subclasses define phases and chunk work.
+
+    ``state`` (a frozen :class:`~vhdlib.ops.state.State` of the subclass's kind) is what
+    the journal holds; :meth:`update` replaces it with a changed copy.
+    """
 
     kind: ClassVar[str]
     #: Phases in order; the last one before ``done`` should be quick and idempotent.
     phases: ClassVar[tuple[str, ...]]
+    #: The file the operation works on (``prepare``'s first argument).
+    subject: ClassVar[Option]
+    #: Its options, declared once (:mod:`vhdlib.ops.options`).
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: The option ``prepare`` also takes as its second positional argument.
+    second: ClassVar[str | None] = None
+    #: The class of its checkpoint.
+    state_type: ClassVar[type[State]] = State
+    #: A read-only operation (it changes no file) runs without a run lock and without a
+    #: journal: nothing to protect from a second run, nothing to resume on disk.
+    read_only: ClassVar[bool] = False
 
-    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
-        self.state = state
+    def __init__(self, state: S, plan: Plan) -> None:
+        self.state: S = state
         self.plan = plan
         self.budget = SpaceBudget()
         self._progress_cb: ProgressCallback | None = None
         self._before_irreversible: IrreversibleHook | None = None
-        self._fence: int | None = state.get("fence")
+        self._fence: int | None = state.fence
         #: Fence given to :func:`vhdlib.ops.resume`, used when ``run`` gets none.
         self.resume_fence: int | None = None
         self._last_report = 0.0
         #: How the last in-use check was made (see :meth:`check_in_use`).
         self.in_use_check = ""
 
-    # --- construction ---------------------------------------------------------------
+    # --- state ------------------------------------------------------------------------
 
-    @staticmethod
-    def new_state(kind: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
-        """A fresh checkpoint: nothing done yet."""
-        return {
-            "operation": kind,
-            "id": str(uuid.uuid4()),
-            "target": os.path.abspath(target),
-            "journal": journal.journal_path_for(target),
-            "options": options,
-            "created": int(time.time()),
-            "phase": None,
-            "cursor": 0,
-            "done": {},
-            "fence": None,
-            "inputs": [],
-        }
+    def update(self, **changes: Any) -> None:
+        """Replace the state with a copy that has ``changes``."""
+        self.state = replace(self.state, **changes)
 
     @property
     def journal_path(self) -> str:
-        return str(self.state["journal"])
+        return self.state.journal
 
     @property
     def started(self) -> bool:
-        return self.state.get("phase") is not None
+        return self.state.phase is not None
 
     # --- the run loop -----------------------------------------------------------------
 
@@ -153,6 +160,9 @@ class Operation(ABC):
         """
         self._progress_cb = progress
         self._before_irreversible = before_irreversible
+        if self.read_only:
+            return self._run_unjournaled(cancel, pause, on_checkpoint, chunk_bytes,
+                                         chunk_seconds)
         lock = journal.RunLock(self.journal_path)
         lock.acquire()
         finished = False
@@ -167,6 +177,34 @@ class Operation(ABC):
         finally:
             lock.release(remove_file=finished or not os.path.exists(self.journal_path))
 
+    def _run_unjournaled(self, cancel: CancelCheck | None, pause: CancelCheck | None,
+                         on_checkpoint: CheckpointCallback | None, chunk_bytes: int,
+                         chunk_seconds: float) -> dict[str, Any]:
+        """The run loop of a read-only operation: chunks, progress, cancel and pause, but
+        no lock, no journal and no fence (it changes nothing). A pause keeps the position
+        in this object: ``run()`` again continues."""
+        if not self.started:
+            self.update(phase=self.phases[0], cursor=0, started=int(time.time()))
+        try:
+            self.open_files()
+            while self.state.phase != DONE:
+                self.chunk(chunk_bytes, time.monotonic() + chunk_seconds)
+                if on_checkpoint is not None:
+                    on_checkpoint(self.state.to_dict())
+                self.report()
+                if self.state.phase == DONE:
+                    break
+                if cancel is not None and cancel():
+                    raise Cancelled(f"{self.kind} cancelled (it changed nothing)",
+                                    path=self.state.target)
+                if pause is not None and pause():
+                    return {"status": "paused"}
+            result = self.result()
+        finally:
+            self.close_files()
+        self.report()
+        return {"status": "done", **result}
+
     def _run_locked(self, cancel: CancelCheck | None, pause: CancelCheck | None,
                     on_checkpoint: CheckpointCallback | None, fence: int | None,
                     chunk_bytes: int, chunk_seconds: float) -> dict[str, Any]:
@@ -178,24 +216,22 @@ class Operation(ABC):
             self._start()
         try:
             self.open_files()
-            while self.state["phase"] != DONE:
+            while self.state.phase != DONE:
                 deadline = time.monotonic() + chunk_seconds
                 self.chunk(chunk_bytes, deadline)
                 self.checkpoint(on_checkpoint)
-                if self.state["phase"] == DONE:
+                if self.state.phase == DONE:
                     break
                 if cancel is not None and cancel():
                     self.close_files()
                     self.cancel()
                     raise Cancelled(f"{self.kind} cancelled; originals are valid",
-                                    path=self.state["target"])
+                                    path=self.state.target)
                 if pause is not None and pause():
                     return {"status": "paused", "journal": self.journal_path}
             result = self.result()
-            if self.in_use_check:
-                result.setdefault("in_use_check", self.in_use_check)
-            if "attributes" in self.state:  # where they came from, what was dropped
-                result.setdefault("attributes", self.state["attributes"])
+            for key, value in self.notes().items():
+                result.setdefault(key, value)
         except ImageError as e:
             if self._input_at_fault(e):
                 # A corrupt input: no resume can succeed, so undo as a cancel does (the
@@ -213,7 +249,7 @@ class Operation(ABC):
                 raise InsufficientSpaceError(
                     f"volume full while writing ({e.strerror}); the journal is kept: free "
                     f"space and run 'vhdmend resume {self.journal_path}'",
-                    path=e.filename or self.state["target"]) from e
+                    path=e.filename or self.state.target) from e
             raise
         finally:
             self.close_files()
@@ -229,18 +265,16 @@ class Operation(ABC):
         writes (the target, a verification mismatch of the output) keeps the journal."""
         if not e.path:
             return False
-        inputs = {os.path.abspath(p) for p in self.state.get("chain", [])}
-        inputs.discard(os.path.abspath(str(self.state["target"])))
+        inputs = {os.path.abspath(p) for p in self.state.read_paths}
+        inputs.discard(os.path.abspath(self.state.target))
         return os.path.abspath(e.path) in inputs
 
     def _start(self) -> None:
-        journal.refuse_if_present(self.state["target"])
+        journal.refuse_if_present(self.state.target)
         self.budget.check()
-        self.state["phase"] = self.phases[0]
-        self.state["cursor"] = 0
-        self.state["started"] = int(time.time())
-        journal.save(self.journal_path, self.state)
-        log.info("%s %s: started, journal %s", self.kind, self.state["id"], self.journal_path)
+        self.update(phase=self.phases[0], cursor=0, started=int(time.time()))
+        journal.save(self.journal_path, self.state.to_dict())
+        log.info("%s %s: started, journal %s", self.kind, self.state.id, self.journal_path)
 
     def checkpoint(self, on_checkpoint: CheckpointCallback | None = None) -> None:
         """Make outputs durable, then the journal; then tell the caller.
@@ -254,20 +288,19 @@ class Operation(ABC):
             if on_disk is not None and on_disk > self._fence:
                 raise FenceError(f"fence {self._fence} lost to {on_disk}; not checkpointing",
                                  path=self.journal_path)
-        journal.save(self.journal_path, self.state)
+        journal.save(self.journal_path, self.state.to_dict())
         if on_checkpoint is not None:
-            on_checkpoint(dict(self.state))
+            on_checkpoint(self.state.to_dict())
         self.report()
 
     def advance(self, phase: str) -> None:
         """Move to the next phase (the cursor restarts at 0)."""
-        log.debug("%s %s: phase %s -> %s", self.kind, self.state["id"], self.state["phase"],
-                  phase)
-        self.state["phase"] = phase
-        self.state["cursor"] = 0
+        log.debug("%s %s: phase %s -> %s", self.kind, self.state.id, self.state.phase, phase)
+        self.update(phase=phase, cursor=0)
 
     def next_phase(self) -> None:
-        i = self.phases.index(self.state["phase"])
+        assert self.state.phase is not None
+        i = self.phases.index(self.state.phase)
         self.advance(self.phases[i + 1] if i + 1 < len(self.phases) else DONE)
 
     # --- fencing ----------------------------------------------------------------------
@@ -278,9 +311,9 @@ class Operation(ABC):
             raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
                              path=self.journal_path)
         self._fence = fence
-        self.state["fence"] = fence
+        self.update(fence=fence)
         if self.started:
-            journal.save(self.journal_path, self.state)
+            journal.save(self.journal_path, self.state.to_dict())
 
     def _journal_fence(self) -> int | None:
         if not os.path.exists(self.journal_path):
@@ -305,7 +338,7 @@ class Operation(ABC):
     def check_in_use(self, step: str) -> None:
         """The in-use guard (:mod:`vhdlib.inuse`) before ``step``: refuses with
         :class:`~vhdlib.errors.FileInUseError` while another opener holds a file."""
-        paths, purpose = inuse.targets(self.kind, self.state, step)
+        paths, purpose = self.in_use_targets(step)
         hint = self.journal_path if self.started else None
         self.in_use_check = inuse.guard(paths, purpose, step, resume_hint=hint).methods()
 
@@ -314,9 +347,10 @@ class Operation(ABC):
     def add_done(self, nbytes: int) -> None:
         """Count bytes done in the current phase; reports progress a few times a second
         between checkpoints too, so a bar moves smoothly within a chunk."""
-        done = self.state.setdefault("done", {})
-        phase = self.state["phase"]
-        done[phase] = done.get(phase, 0) + nbytes
+        phase = self.state.phase
+        assert phase is not None
+        done = self.state.done
+        self.update(done={**done, phase: done.get(phase, 0) + nbytes})
         now = time.monotonic()
         if self._progress_cb is not None and now - self._last_report >= PROGRESS_INTERVAL:
             self.report()
@@ -325,9 +359,9 @@ class Operation(ABC):
         if self._progress_cb is None:
             return
         self._last_report = time.monotonic()
-        phase = self.state["phase"] or self.phases[0]
+        phase = self.state.phase or self.phases[0]
         totals = {s.name: max(s.read_bytes, s.write_bytes) for s in self.plan.steps}
-        done = self.state.get("done", {})
+        done = self.state.done
         overall_total = sum(totals.values())
         overall_done = sum(min(done.get(k, 0), v) for k, v in totals.items())
         if phase == DONE:
@@ -338,13 +372,13 @@ class Operation(ABC):
 
     # --- what subclasses implement ------------------------------------------------------
 
-    def open_files(self) -> None:  # noqa: B027 - optional hook
+    def open_files(self) -> None:
         """Open inputs/outputs for the current phase (fresh run or resume)."""
 
-    def flush_files(self) -> None:  # noqa: B027 - optional hook
+    def flush_files(self) -> None:
         """fsync outputs (called before every journal write)."""
 
-    def close_files(self) -> None:  # noqa: B027 - optional hook
+    def close_files(self) -> None:
         """Close whatever :meth:`open_files` opened (idempotent)."""
 
     @abstractmethod
@@ -359,10 +393,19 @@ class Operation(ABC):
         """What the finished operation produced (JSON-ready)."""
         return {}
 
+    def in_use_targets(self, step: str) -> tuple[list[str], Purpose]:
+        """The files the in-use guard checks before ``step``, and for what. By default
+        (merge) every file of the chain: any opener blocks."""
+        return list(self.state.read_paths or (self.state.target,)), Purpose.MODIFY
+
+    def notes(self) -> dict[str, Any]:
+        """What the result says beside :meth:`result`: how the in-use check was made."""
+        return {"in_use_check": self.in_use_check} if self.in_use_check else {}
+
     def verify_inputs(self) -> None:
         """On resume: refuse when an input changed (only while inputs are still read)."""
-        for ident in self.state.get("inputs", []):
-            verify_identity(ident, lenient=bool(self.state["options"].get("lenient")))
+        for ident in self.state.inputs:
+            verify_identity(dict(ident), lenient=bool(self.state.options.get("lenient")))
 
 
 def step(name: str, description: str, read: int = 0, write: int = 0,

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
+from vhdlib import formats
 from vhdlib.errors import UsageError
 from vhdlib.layer import DiskType, Layer
 
-FORMATS = ("vhd", "vhdx", "raw")
+#: Types of an output disk (a copy has no parent).
 TYPES = ("fixed", "dynamic")
-#: Default payload block sizes (what Hyper-V uses).
-DEFAULT_BLOCK = {"vhd": 2 << 20, "vhdx": 32 << 20, "raw": 0}
-#: VHD's largest disk (VHD spec: 2040 GiB).
-VHD_MAX = 2040 << 30
-#: VHD timestamps count seconds from 2000-01-01 00:00 UTC.
-VHD_EPOCH = 946684800
 
 
 @dataclass(frozen=True)
@@ -40,58 +36,29 @@ class OutputSpec:
     def from_dict(cls, d: dict[str, Any]) -> OutputSpec:
         return cls(**d)
 
+    @property
+    def format(self) -> formats.Format:
+        return formats.get(self.fmt)
+
     def validate(self) -> None:
-        if self.fmt not in FORMATS:
-            raise UsageError(f"unknown output format {self.fmt!r} (vhd, vhdx or raw)")
+        """Refuse what the output format cannot be (read-only, too big, sector size)."""
         if self.type not in TYPES:
             raise UsageError(f"unknown output type {self.type!r} (fixed or dynamic)")
-        if self.fmt == "vhd" and self.virtual_size > VHD_MAX:
-            raise UsageError(f"disk of {self.virtual_size} bytes exceeds the VHD limit of "
-                             f"{VHD_MAX} bytes (2040 GiB); convert to VHDX instead")
-        if self.fmt == "vhd" and self.logical_sector_size != 512:
-            raise UsageError("VHD has 512-byte sectors only; this disk has "
-                             f"{self.logical_sector_size}-byte sectors: convert to VHDX")
+        fmt = self.format
+        fmt.check_new(self.virtual_size, DiskType(self.type), self.logical_sector_size)
 
 
 def create(path: str, spec: OutputSpec) -> Layer:
-    """Create the (empty) output described by ``spec`` and return it writable."""
-    import uuid as uuidlib
+    """Create the (empty) output described by ``spec`` and return it writable.
 
+    The ids come from the journal (``uuid``, ``timestamp``): a resumed run creates the
+    same bytes.
+    """
     spec.validate()
-    disk_type = DiskType(spec.type)
-    if spec.fmt == "raw":
-        from vhdlib import raw
-        return raw.create(path, spec.virtual_size, sparse=spec.sparse)
-    if spec.fmt == "vhd":
-        from vhdlib import vhd
-        return vhd.create(path, spec.virtual_size, disk_type,
-                          block_size=spec.block_size or DEFAULT_BLOCK["vhd"],
-                          sparse=spec.sparse, uuid=uuidlib.UUID(spec.uuid),
-                          timestamp=spec.timestamp - VHD_EPOCH)
-    from vhdlib import vhdx
-    return vhdx.create(path, spec.virtual_size, disk_type,
-                       block_size=spec.block_size or DEFAULT_BLOCK["vhdx"],
-                       logical_sector_size=spec.logical_sector_size,
-                       sparse=spec.sparse, **_vhdx_ids(spec))
-
-
-def _vhdx_ids(spec: OutputSpec) -> dict[str, Any]:
-    """Deterministic VHDX GUIDs derived from the journal's uuid (bit-identical resume)."""
-    import uuid as uuidlib
-
-    base = uuidlib.UUID(spec.uuid)
-    return {"guid_factory": _seeded_guids(base)}
-
-
-def _seeded_guids(base: Any) -> Any:
-    import uuid as uuidlib
-
-    counter = [0]
-
-    def next_guid() -> uuidlib.UUID:
-        counter[0] += 1
-        return uuidlib.uuid5(base, f"guid-{counter[0]}")
-    return next_guid
+    return formats.create(path, spec.fmt, formats.NewDisk(
+        spec.virtual_size, DiskType(spec.type), block_size=spec.block_size,
+        logical_sector_size=spec.logical_sector_size, sparse=spec.sparse,
+        uuid=uuidlib.UUID(spec.uuid), timestamp=spec.timestamp))
 
 
 @dataclass(frozen=True)
@@ -110,7 +77,7 @@ def sizing(spec: OutputSpec) -> Sizing:
     """
     sparse_spec = OutputSpec(**{**spec.to_dict(), "sparse": True})
     with tempfile.TemporaryDirectory(prefix="vhdmend-size-") as tmp:
-        path = os.path.join(tmp, "probe." + spec.fmt)
+        path = os.path.join(tmp, "probe" + spec.format.suffixes[0])
         layer = create(path, sparse_spec)
         try:
             layer.flush()
@@ -126,7 +93,7 @@ def needed_bytes(spec: OutputSpec, data_blocks: int, data_bytes: int) -> int:
     sparse) outputs the bound from the map (all-zero blocks found while copying are not
     allocated, so the real figure can only be lower)."""
     s = sizing(spec)
-    if spec.type == "fixed" or spec.fmt == "raw":
+    if spec.type == "fixed" or not s.slot_bytes:
         if not spec.sparse:
             return s.empty_bytes
         return s.empty_bytes - spec.virtual_size + data_bytes

@@ -68,9 +68,7 @@ def _give_back(buffers: list[Buffer]) -> None:
 
 def _direct_capable(layer: Layer) -> bool:
     """True when the layer's bytes are exactly its file's (no in-memory overlay)."""
-    if type(layer).pread_into is Layer.pread_into:
-        return True
-    return layer.format == "vhdx" and getattr(layer, "_overlay", True) is None
+    return layer.reads_file_bytes
 
 
 class DirectFiles:

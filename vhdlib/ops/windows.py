@@ -107,11 +107,9 @@ def _reads_holes(layer: Layer) -> bool:
     """True when a hole in ``layer``'s file reads as zeros through ``pread_into``."""
     if _SEEK_DATA is None or _SEEK_HOLE is None:
         return False
-    if type(layer).pread_into is Layer.pread_into:
-        return True
-    # VhdxLayer.pread_into adds only its in-memory log overlay (a read-only open of a
-    # dirty log), which may put bytes where the file has a hole: then read everything.
-    return layer.format == "vhdx" and getattr(layer, "_overlay", True) is None
+    # An in-memory overlay (a read-only open of a dirty VHDX log) may put bytes where the
+    # file has a hole: then read everything.
+    return layer.reads_file_bytes
 
 
 def _file_holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:

@@ -13,13 +13,11 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vhdlib import fileio
+from vhdlib import formats
 from vhdlib.errors import NotADiskError
-from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
+from vhdlib.formats import no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
 
-#: Names that say "disk" even when the content does not (then the file is unreadable).
-DISK_SUFFIXES = (".vhd", ".vhdx", ".avhd", ".avhdx")
 #: What a copy writes before it is published (vhdlib.ops.convert.PARTIAL).
 PARTIAL_SUFFIX = ".vhdmend-partial"
 
@@ -40,23 +38,15 @@ class Found:
 
 
 def probe(path: str, size: int) -> str | None:
-    """``"vhd"`` / ``"vhdx"`` when the file carries the signature, else ``None``.
+    """The format whose signature the file carries (the registry's probes), else ``None``.
 
-    Reads at most three small ranges (VHDX identifier; VHD footer at the end, 512 or
+    Reads a few small ranges (VHDX: the identifier; VHD: the footer at the end, 512 or
     the old 511 bytes, or its copy at offset 0).
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
         no_readahead(fd)
-        head = fileio.pread(fd, 8, 0)
-        if head == VHDX_SIGNATURE:
-            return "vhdx"
-        if head == VHD_COOKIE:
-            return "vhd"
-        for back in (512, 511):
-            if size >= back and fileio.pread(fd, 8, size - back) == VHD_COOKIE:
-                return "vhd"
-        return None
+        return formats.probe(fd, size)
     finally:
         os.close(fd)
 
@@ -89,7 +79,8 @@ def classify(path: str, st: os.stat_result) -> Found | None:
         return Found(path, "journal")
     if name.endswith(PARTIAL_SUFFIX):
         return Found(path, "partial")
-    by_name = name.endswith(DISK_SUFFIXES)
+    # A name that says "disk" when the content does not: the file is unreadable.
+    by_name = name.endswith(formats.detected_suffixes())
     if st.st_size < 511:
         return Found(path, "unreadable", f"{st.st_size} bytes: too small for a disk") \
             if by_name else None

@@ -31,6 +31,7 @@ Block allocation: see :mod:`vhdlib.vhd.bat`. Nothing is fsync'd except in
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -228,7 +229,7 @@ class VhdLayer(Layer):
         if self.disk_type is not DiskType.DIFFERENCING or self.header is None:
             return None
         return ParentLink(self.header.parent_unique_id, list(self._locator_paths),
-                          os.path.dirname(os.path.abspath(self.path)), (".vhd", ".avhd"))
+                          os.path.dirname(os.path.abspath(self.path)))
 
     def structure_checksum(self) -> str:
         """Footer checksum (and dynamic header checksum) as hex."""
@@ -443,6 +444,11 @@ class VhdLayer(Layer):
             self.footer_copy = f
             done.append("rewrote the footer copy at offset 0")
         return done
+
+    def renew_link_id(self, seed: bytes) -> None:
+        """After a merge: a new footer Unique Id derived from ``seed``."""
+        self.set_unique_id(UUID(bytes=hashlib.sha256(b"merged" + seed).digest()[:16],
+                                version=4))
 
     def set_unique_id(self, unique_id: UUID) -> None:
         """Give the disk a new identity (footer Unique Id, both copies; VHD spec "Unique Id").

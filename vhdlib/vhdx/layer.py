@@ -78,6 +78,15 @@ class VhdxLayer(VhdxReader):
         """Open the log session for a metadata-only change (compaction's moves and drops)."""
         self._begin_session(data=False)
 
+    def keep_link_id(self) -> None:
+        self.keep_data_write_guid()
+
+    def renew_link_id(self, seed: bytes) -> None:
+        self.finalize(seed)  # a new DataWriteGuid (MS-VHDX 2.2.2)
+
+    def seal(self, seed: bytes, *, keep_link_id: bool = False) -> None:
+        self.finalize(seed, keep_data_write_guid=keep_link_id)
+
     def keep_data_write_guid(self) -> None:
         """Write data in this open without renewing DataWriteGuid (MS-VHDX 2.2.2).
 

@@ -63,5 +63,5 @@ def parent_link(locator: S.ParentLocator, child_path: str) -> ParentLink:
             continue
         for p in windows_candidates(value, folder, relative=(key == "relative_path")):
             cands.append((key, p))
-    return ParentLink(link, cands, folder, (".vhdx", ".avhdx"),
-                      (alt,) if alt is not None and alt != S.ZERO_GUID else ())
+    return ParentLink(link, cands, folder,
+                      alternate_ids=(alt,) if alt is not None and alt != S.ZERO_GUID else ())

@@ -79,6 +79,11 @@ class VhdxReader(Layer):
         ov.patch(file_offset, buf)
 
     @property
+    def reads_file_bytes(self) -> bool:
+        """False while a dirty log is replayed in memory (read-only open)."""
+        return self._overlay is None
+
+    @property
     def _size(self) -> int:
         """File size as the reader sees it (after an in-memory replay)."""
         real = os.fstat(self._fd).st_size

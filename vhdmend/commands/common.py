@@ -29,16 +29,8 @@ def add_plan(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
-def add_retire(p: argparse.ArgumentParser) -> None:
-    """``--archive DIR | --delete``: what happens to the disks an operation retires."""
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--archive", metavar="DIR",
-                   help="move retired disks into DIR (default for remediate: an archive "
-                        "folder beside the base)")
-    g.add_argument("--delete", action="store_true", help="delete retired disks")
-
-
 def add_lenient(p: argparse.ArgumentParser) -> None:
-    """``--lenient``: accept inputs whose checksums are wrong."""
-    p.add_argument("--lenient", action="store_true",
-                   help="accept inputs whose checksums are wrong (with a warning)")
+    """``--lenient``: accept inputs whose checksums are wrong (vhdlib's declaration)."""
+    from vhdlib.ops.options import LENIENT
+    from vhdmend.commands.declared import add_option
+    add_option(p, LENIENT)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from types import ModuleType
+from dataclasses import replace
 
+from vhdlib import formats
 from vhdlib.errors import UsageError
-from vhdlib.formats import detect, open_layer
 from vhdlib.layer import DiskType
 from vhdmend.commands.common import add_json, common_parent
 from vhdmend.output import emit_json, note
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--parent", help="parent disk (differencing only)")
     p.add_argument("--block-size", type=size_arg,
                    help="payload block size (dynamic/differencing; default 2M)")
-    p.add_argument("--format", choices=("vhd", "vhdx"),
+    p.add_argument("--format", choices=formats.writable_names(),
                    help="image format (default: from the file name's suffix, else vhd)")
     p.add_argument("--sparse", action="store_true",
                    help="fixed only: do not allocate the data area (it may later fail "
@@ -38,18 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def format_for(path: str, explicit: str | None) -> str:
-    """``vhdx`` for ``.vhdx``/``.avhdx`` names, else ``vhd`` (unless given)."""
+    """The format a file name's suffix names (``.vhdx``/``.avhdx``: vhdx...), else vhd
+    (unless given)."""
     if explicit:
         return explicit
-    return "vhdx" if path.lower().endswith((".vhdx", ".avhdx")) else "vhd"
-
-
-def _format_module(fmt: str) -> ModuleType:
-    if fmt == "vhdx":
-        from vhdlib import vhdx
-        return vhdx
-    from vhdlib import vhd
-    return vhd
+    return formats.name_from_suffix(path) or formats.VHD.name
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -68,19 +61,18 @@ def cmd_create(args: argparse.Namespace) -> int:
     if os.path.lexists(args.path):
         raise UsageError("already exists; vhdmend never overwrites a disk", path=args.path)
 
-    kwargs: dict[str, object] = {"sparse": args.sparse}
-    if args.block_size is not None:
-        kwargs["block_size"] = args.block_size
-    module = _format_module(fmt)
+    request = formats.NewDisk(args.size, disk_type, block_size=args.block_size or 0,
+                              sparse=args.sparse)
     if disk_type is DiskType.DIFFERENCING:
-        parent_layer = open_layer(args.parent, fmt=detect(args.parent))
+        parent_layer = formats.open_layer(args.parent)
         try:
-            size = args.size or parent_layer.virtual_size
-            layer = module.create(args.path, size, disk_type, parent=parent_layer, **kwargs)
+            request = replace(request, virtual_size=args.size or parent_layer.virtual_size,
+                              parent=parent_layer)
+            layer = formats.create(args.path, fmt, request)
         finally:
             parent_layer.close()
     else:
-        layer = module.create(args.path, args.size, disk_type, **kwargs)
+        layer = formats.create(args.path, fmt, request)
     try:
         info = layer.info()
     finally:

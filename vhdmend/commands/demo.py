@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"virtual size of the demo disk (default {human_size(DEFAULT_SIZE)})")
     p.add_argument("--type", choices=TYPES, default="fixed",
                    help="type of the remediated disk (default fixed, as the manual cure)")
-    p.add_argument("--format", choices=("vhd", "vhdx"), default="vhd",
+    from vhdlib.demo import demo_formats
+    p.add_argument("--format", choices=demo_formats(), default="vhd",
                    help="format of the demo chain (default vhd)")
     p.add_argument("--stack", action="store_true",
                    help="through the service: start a private local stack (redis-server, "

@@ -9,86 +9,54 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from typing import TYPE_CHECKING, Any
 
-from vhdmend.commands.common import add_lenient, add_plan, add_retire, common_parent
+from vhdlib.ops.output import TYPES
+from vhdmend.commands.common import add_plan, common_parent
+from vhdmend.commands.declared import add_option, add_options, given
 from vhdmend.output import emit_json, note, print_mapping, print_plan, print_volumes
 from vhdmend.progressbar import CancelOnSignal, ProgressReporter
-from vhdmend.sizes import size_arg
 
-if TYPE_CHECKING:  # vhdlib.ops is imported only when an operation runs
+if TYPE_CHECKING:
     from vhdlib.ops import Operation
 
 NAMES = ("merge", "compact", "convert", "remediate", "resume")
 
-TYPES = ("fixed", "dynamic")
+__all__ = ["NAMES", "TYPES", "execute", "register", "run_with_progress"]
+
+
+#: Each operation's command: its help line and description (the arguments come from the
+#: operation's declarations in vhdlib).
+COMMANDS = {
+    "merge": ("merge a differencing disk into an ancestor",
+              "Merge-VHD semantics: CHILD's data goes into its parent (or, with --into, any "
+              "ancestor, collapsing every level between in one pass), in place. Merged "
+              "children are then retired (archived or deleted)."),
+    "compact": ("drop empty blocks and shrink the file in place",
+                "Dynamic: every all-zero block goes and the file shrinks. Differencing: only "
+                "blocks with no present sector go (present zeros hide parent data)."),
+    "convert": ("write a disk or chain as one new disk",
+                "Write SRC (a disk or a whole chain) as a new fixed or dynamic disk, or raw. "
+                "A fixed output is fully allocated but only data ranges are written."),
+    "remediate": ("the whole cure: chain -> one new disk",
+                  "The chain ending at NEWEST becomes one new disk, written once, zeros "
+                  "skipped, space allocated, verified; then it takes the base's name and the "
+                  "old chain moves to an archive folder beside it (or, with --output, the "
+                  "result goes there and the chain stays as it was)."),
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from vhdlib.ops import OPERATIONS
+
     parent = common_parent()
-
-    p = sub.add_parser(
-        "merge", parents=[parent], help="merge a differencing disk into an ancestor",
-        description="Merge-VHD semantics: CHILD's data goes into its parent (or, with --into, "
-                    "any ancestor, collapsing every level between in one pass), in place. "
-                    "Merged children are then retired (archived or deleted).")
-    p.add_argument("child", help="the differencing disk to merge (newest of what merges)")
-    p.add_argument("--into", metavar="ANCESTOR", help="ancestor to merge into (default: parent)")
-    p.add_argument("--force", action="store_true",
-                   help="merge even when other differencing disks depend on a disk that changes")
-    add_retire(p)
-    add_lenient(p)
-    add_plan(p)
-    p.set_defaults(func=cmd_merge)
-
-    p = sub.add_parser(
-        "compact", parents=[parent], help="drop empty blocks and shrink the file in place",
-        description="Dynamic: every all-zero block goes and the file shrinks. Differencing: "
-                    "only blocks with no present sector go (present zeros hide parent data).")
-    p.add_argument("path", help="a dynamic or differencing disk")
-    add_reclaim(p)
-    add_lenient(p)
-    add_plan(p)
-    p.set_defaults(func=cmd_compact)
-
-    p = sub.add_parser(
-        "convert", parents=[parent], help="write a disk or chain as one new disk",
-        description="Write SRC (a disk or a whole chain) as a new fixed or dynamic disk, or "
-                    "raw. A fixed output is fully allocated but only data ranges are written.")
-    p.add_argument("src", help="source disk (for a chain: the newest file)")
-    p.add_argument("dst", help="the new file (must not exist)")
-    p.add_argument("--type", choices=TYPES, default="fixed", help="output type (default fixed)")
-    p.add_argument("--format", choices=("vhd", "vhdx", "raw"),
-                   help="output format (default: from DST's suffix, else vhd)")
-    add_output_options(p)
-    add_reclaim(p)
-    add_attribute_options(p, in_place=False)
-    add_lenient(p)
-    add_plan(p)
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser(
-        "remediate", parents=[parent], help="the whole cure: chain -> one new disk",
-        description="The chain ending at NEWEST becomes one new disk, written once, zeros "
-                    "skipped, space allocated, verified; then it takes the base's name and "
-                    "the old chain moves to an archive folder beside it (or, with --output, "
-                    "the result goes there and the chain stays as it was).")
-    p.add_argument("newest", help="the newest file of the chain (the running checkpoint)")
-    p.add_argument("--output", metavar="PATH", help="write the result here; leave the chain")
-    p.add_argument("--type", choices=TYPES, default="fixed", help="result type (default fixed)")
-    p.add_argument("--format", choices=("vhd", "vhdx"),
-                   help="result format (default: --output's suffix, else the base's format)")
-    p.add_argument("--force", action="store_true",
-                   help="go ahead when other differencing disks depend on a disk of the chain "
-                        "(they lose their parent; --output leaves the chain in place instead)")
-    add_output_options(p)
-    add_reclaim(p)
-    add_attribute_options(p, in_place=True)
-    add_retire(p)
-    add_lenient(p)
-    add_plan(p)
-    p.set_defaults(func=cmd_remediate)
+    for kind, (summary, description) in COMMANDS.items():
+        cls = OPERATIONS[kind]
+        p = sub.add_parser(kind, parents=[parent], help=summary, description=description)
+        add_option(p, cls.subject)
+        add_options(p, cls.options)
+        add_plan(p)
+        p.set_defaults(func=cmd_operation, kind=kind)
 
     p = sub.add_parser(
         "resume", parents=[parent], help="continue an interrupted operation",
@@ -100,82 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_resume)
 
 
-def add_output_options(p: argparse.ArgumentParser) -> None:
-    """``--block-size``, ``--sparse``, and ``--uuid``/``--timestamp`` for a new disk."""
-    p.add_argument("--block-size", type=size_arg,
-                   help="block size of a dynamic output (default 2M)")
-    p.add_argument("--sparse", action="store_true",
-                   help="fixed output: do not allocate the data area")
-    p.add_argument("--uuid", type=_uuid_arg,
-                   help="the new disk's UUID (default random): for reproducible output")
-    p.add_argument("--timestamp", type=int, metavar="UNIX_SECONDS",
-                   help="the new disk's creation time (default now): for reproducible output")
-
-
-def add_reclaim(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reclaim", choices=("zeros", "fs"), default="zeros",
-                   help="zeros: drop all-zero blocks (default); fs: also drop blocks the "
-                        "guest's NTFS/ext2/3/4 file systems mark wholly free (partitions "
-                        "in doubt are kept whole; --plan says why)")
-
-
-def add_attribute_options(p: argparse.ArgumentParser, *, in_place: bool) -> None:
-    """``--attributes-from base`` and ``--drop-attributes`` (owner, mode, ACL, xattrs)."""
-    p.add_argument("--attributes-from", choices=("base",),
-                   help="give the new file the base disk's owner, group, mode, ACL and "
-                        "xattrs (default: the process defaults" +
-                        ("; in place they are always carried over)" if in_place else ")"))
-    p.add_argument("--drop-attributes", action="store_true",
-                   help="go ahead when an attribute cannot be carried over (the result "
-                        "lists what was dropped) instead of refusing")
-
-
-def _attribute_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"attributes_from": args.attributes_from, "drop_attributes": args.drop_attributes}
-
-
-def _uuid_arg(text: str) -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"invalid UUID {text!r}") from e
-
-
-def _identity_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``uuid``/``timestamp`` only when given (the library picks them otherwise)."""
-    return {k: v for k in ("uuid", "timestamp") if (v := getattr(args, k, None)) is not None}
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
+def cmd_operation(args: argparse.Namespace) -> int:
+    """Prepare the operation from the declared options the user gave, then execute it."""
     from vhdlib import ops
-    op = ops.prepare("merge", args.child, into=args.into, force=args.force,
-                     archive=args.archive, delete=args.delete, lenient=args.lenient)
-    return execute(args, op)
-
-
-def cmd_compact(args: argparse.Namespace) -> int:
-    from vhdlib import ops
-    op = ops.prepare("compact", args.path, lenient=args.lenient, reclaim=args.reclaim)
-    return execute(args, op)
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from vhdlib import ops
-    # DST positional: the library names it `output_path` (the contract says `output`).
-    op = ops.prepare("convert", args.src, args.dst, type=args.type,
-                     format=args.format, block_size=args.block_size, sparse=args.sparse,
-                     lenient=args.lenient, reclaim=args.reclaim, **_identity_options(args),
-                     **_attribute_options(args))
-    return execute(args, op)
-
-
-def cmd_remediate(args: argparse.Namespace) -> int:
-    from vhdlib import ops
-    op = ops.prepare("remediate", args.newest, output=args.output, type=args.type,
-                     format=args.format, archive=args.archive, delete=args.delete,
-                     block_size=args.block_size, sparse=args.sparse, lenient=args.lenient,
-                     force=args.force, reclaim=args.reclaim, **_identity_options(args),
-                     **_attribute_options(args))
+    cls = ops.OPERATIONS[args.kind]
+    op = ops.prepare(args.kind, getattr(args, cls.subject.name), **given(args, cls.options))
     return execute(args, op)
 
 

@@ -12,9 +12,11 @@ import sys
 import time
 from typing import Any, TextIO
 
+from vhdlib.ops.options import SCAN
 from vhdmend.commands.common import add_json, common_parent
+from vhdmend.commands.declared import add_options
 from vhdmend.output import emit_json
-from vhdmend.sizes import human_size, parse_size
+from vhdmend.sizes import human_size
 
 NAMES = ("scan",)
 
@@ -30,29 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "Reads headers and BATs only. Exit 0 all ok, 1 at risk or a chain has a "
                     "problem, 2 usage, 3 a PATH cannot be read.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders (or files) to scan")
-    p.add_argument("--plan", action="store_true",
-                   help="for each volume at risk: ordered remediation steps, each fitting in "
-                        "the space the ones before it leave (nothing is written)")
-    p.add_argument("--reserve", type=_reserve_arg, default=None, metavar="SIZE",
-                   help="free space under which Hyper-V pauses guests (default 2G)")
-    p.add_argument("--allow-delete", action="store_true",
-                   help="plan: delete each old chain once its result is verified (default: "
-                        "archive it in place, still occupying its space)")
-    p.add_argument("--spare-root", metavar="DIR",
-                   help="plan: a folder on another volume for archives of the old chains")
-    p.add_argument("--reclaimable", action="store_true",
-                   help="per chain: bytes it stores that the guest's NTFS/ext file systems "
-                        "mark free (what remediate --reclaim fs leaves out); reads their "
-                        "allocation maps, not file data")
+    add_options(p, SCAN)
     add_json(p)
     p.set_defaults(func=cmd_scan)
-
-
-def _reserve_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 class ScanProgressLine:

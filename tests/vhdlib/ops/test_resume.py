@@ -7,7 +7,6 @@ nothing is flushed or cleaned up (like ``kill -9`` between two syscalls). The CL
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 import shutil
@@ -119,7 +118,7 @@ def test_crash_and_resume_is_bit_identical(tmp_path: Path, fmt: str, kind: str,
 def test_resume_refuses_changed_input(tmp_path: Path) -> None:
     chain = build_chain(tmp_path, "vhd", size=16 << 20, children=2)
     op = ops.prepare("convert", str(chain.newest), str(tmp_path / "o.vhd"))
-    state = copy.deepcopy(op.state)
+    state = op.state.to_dict()
     state["phase"] = "copy"
     journal.save(op.journal_path, state)
     # The guest wrote to its newest snapshot meanwhile.

@@ -113,7 +113,7 @@ def test_journal_of_an_interrupted_operation_is_a_problem(tmp_path: Path) -> Non
     from vhdlib import journal, ops
     chain = build_chain(tmp_path, "vhd", size=8 * MiB, children=1, writes=2)
     op = ops.prepare("remediate", str(chain.newest), type="fixed")
-    journal.save(op.journal_path, {**op.state, "phase": "copy"})
+    journal.save(op.journal_path, {**op.state.to_dict(), "phase": "copy"})
     result = scan.scan([str(tmp_path)], reserve=0)
     found = _chain(result, chain.newest)
     assert [p.code for p in found.problems] == ["interrupted"]
