@@ -258,8 +258,8 @@ def _last_event_id() -> int:
            responses={200: ("An SSE stream (text/event-stream): first `retry: 2000`, then "
                             "per change `event: job`, `id: <integer, increasing>` and "
                             "`data: <the job as JSON>`; it ends after a finished state. "
-                            "Reconnect with `Last-Event-ID` to resume. The schema is each "
-                            "event's data.", JobSchema)})
+                            "Reconnect with `Last-Event-ID` to resume. The schema is one "
+                            "event; its `data` is a Job.", JobSchema)})
 def job_stream(job_id: str) -> Response:
     q = StreamQuerySchema().load(request.args.to_dict())
     after = _last_event_id()

@@ -145,6 +145,11 @@ class JobStore(ABC):
     def ping(self) -> None:
         """Raise when the storage is unreachable."""
 
+    def replicate(self) -> int | None:
+        """Wait briefly for a replica to hold every write made so far (Redis Sentinel:
+        ``WAIT 1``), before acting on them; how many did, ``None`` without replicas."""
+        return None
+
     # webhook outbox
     @abstractmethod
     def queue_delivery(self, delivery_id: str, record: str, at: float) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from service import redisconn
 from service.chains import RedisChains
 from service.config import Settings
 from service.errors import EnvironmentFault, NotFound
@@ -30,9 +31,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings`` (health-checked connections, short socket timeouts)."""
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                health_check_interval=30)
+    """A Redis client for ``settings``: one server or the Sentinels' current master
+    (:func:`service.redisconn.client`, the one place clients are built)."""
+    return redisconn.client(settings)
 
 
 #: Idempotency-Key records are kept this long.
@@ -249,6 +250,9 @@ class RedisJobStore(JobStore):
 
     def ping(self) -> None:
         self.r.ping()
+
+    def replicate(self) -> int | None:
+        return self._call(lambda: redisconn.wait_for_replica(self.r))
 
     def notify_progress(self, job_id: str, phase: str) -> None:
         self._call(lambda: self.r.publish(self.keys.progress(job_id), phase))
