@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 
 from service import config as config_mod
+from service import redisconn
 from service.config import Settings
+from service.errors import ConfigError
 from service.store import JobStore, RedisJobStore, redis_client
 
 log = logging.getLogger(__name__)
@@ -66,5 +69,19 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
                whoami_bp, ui_bp):
         app.register_blueprint(bp)
-    log.info("API ready: Redis %s, %d tokens", settings.redis_url, len(settings.tokens))
+    from api.jobs.fastpath import StatusPolls
+    app.wsgi_app = StatusPolls(app.wsgi_app, settings, store)  # type: ignore[method-assign]
+    log.info("API ready: Redis %s, %d tokens", redisconn.target(settings).describe(),
+             len(settings.tokens))
     return app
+
+
+def wsgi_app() -> Flask:
+    """The app for a WSGI server (gunicorn ``'api:wsgi_app()'``). An invalid configuration
+    is one line on stderr and exit 3, gunicorn's "worker failed to boot", so gunicorn stops
+    instead of respawning; never a traceback."""
+    try:
+        return create_app()
+    except ConfigError as e:
+        print(f"vhdmend: invalid configuration: {e.detail}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None

@@ -39,13 +39,23 @@ def principal() -> TokenEntry:
     return entry
 
 
-def _authenticate() -> TokenEntry:
-    header = request.headers.get("Authorization", "")
+def bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def allows(entry: TokenEntry, scope: str) -> bool:
+    return scope in entry.scopes or "admin" in entry.scopes
+
+
+def _authenticate() -> TokenEntry:
+    token = bearer(request.headers.get("Authorization", ""))
+    if token is None:
         raise Unauthorized("send 'Authorization: Bearer <token>'")
     settings: Settings = current_app.config["VHDMEND_SETTINGS"]
-    entry = settings.token_for_hash(hash_token(token.strip()))
+    entry = settings.token_for_hash(hash_token(token))
     if entry is None:
         raise Unauthorized("unknown token")
     return entry
@@ -57,7 +67,7 @@ def requires(scope: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
             entry = _authenticate()
-            if scope not in entry.scopes and "admin" not in entry.scopes:
+            if not allows(entry, scope):
                 raise Forbidden(f"this token lacks the scope {scope!r}")
             g.principal = entry
             return view(*args, **kwargs)

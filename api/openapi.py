@@ -39,6 +39,24 @@ def operation(summary: str, *, body: type[Schema] | None = None,
     return wrap
 
 
+SSE = "text/event-stream"
+
+
+def sse_event(data: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one server-sent event: OpenAPI 3.1 reads a ``text/event-stream``
+    schema as each event's (its fields as an SSE parser yields them), not as ``data``'s.
+    ``data`` is a JSON document of the schema ``data`` (``contentSchema``)."""
+    return {"type": "object", "required": ["data"], "additionalProperties": False,
+            "properties": {
+                "event": {"type": "string", "description": "the event's name"},
+                "id": {"type": "string", "pattern": "^[0-9]{1,20}$",
+                       "description": "an integer, increasing: send it as Last-Event-ID"},
+                "retry": {"type": "integer", "minimum": 0,
+                          "description": "milliseconds to wait before reconnecting"},
+                "data": {"type": "string", "contentMediaType": "application/json",
+                         "contentSchema": data}}}
+
+
 def _schema_name(schema: type[Schema]) -> str:
     return schema.__name__.removesuffix("Schema")
 
@@ -101,6 +119,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 if status >= 400:
                     # Every error body is a problem document (409s and 503s included).
                     resp["content"] = problem["content"]
+                elif schema is not None and meta["media"] == SSE:
+                    resp["content"] = {SSE: {"schema": sse_event(ref(schema))}}
                 elif schema is not None:
                     resp["content"] = {meta["media"]: {"schema": ref(schema)}}
                 elif meta["media"] != "application/json":

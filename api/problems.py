@@ -78,6 +78,12 @@ def handle(e: Exception) -> Response:
     if isinstance(e, ServiceError):
         return problem(e.status, e.code, title_for(e.code, type(e).__name__), e.detail,
                        headers=getattr(e, "headers", None))
+    if _redis_unreachable(e):
+        # A store call outside the retrying paths met Redis down (a failover, a restart):
+        # the service is unavailable for a moment, not broken.
+        return problem(503, "unavailable", title_for("unavailable"),
+                       f"Redis unavailable (a failover or restart?): {e}",
+                       headers={"Retry-After": "2"})
     if isinstance(e, HTTPException):
         status = e.code or 500
         headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
@@ -86,6 +92,11 @@ def handle(e: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return problem(500, "internal", title_for("internal"),
                    "an unexpected error occurred; it has been logged")
+
+
+def _redis_unreachable(e: Exception) -> bool:
+    import redis
+    return isinstance(e, redis.ConnectionError | redis.TimeoutError)
 
 
 @bp.get("/problems/<slug>")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The scan benchmark: ``vhdmend scan`` over a tree of 10,000 disk files, cold cache.
 
-    python bench/scan_bench.py [--dir DIR] [--files 10000] [--threads 32] [--processes 0,2]
+    python bench/scan_bench.py [--dir DIR] [--files 10000] [--threads 8] [--processes 0,2]
                                [--warm] [--build-only]
 
 Workload (built once in ``--dir``, reused while it matches): VM folders, each with a
@@ -158,6 +158,7 @@ def run(paths: list[str], threads: int, processes: int, cold: bool = True) -> di
         raise SystemExit(f"scan child failed ({status})")
     res = json.loads(out)
     res.update({"threads": threads, "processes": processes, "cold_cache": cold,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
                 "wall_seconds": round(wall, 3),
                 "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3),
                 "peak_rss_mib": round(ru.ru_maxrss / 1024, 1)})
@@ -168,7 +169,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp/vhdmend-scan-bench")
     ap.add_argument("--files", type=int, default=10000)
-    ap.add_argument("--threads", default="32")
+    ap.add_argument("--threads", default="8")
     ap.add_argument("--processes", default="0,2",
                     help="worker processes past 1,500 files (0: all in-process)")
     ap.add_argument("--warm", action="store_true", help="also measure with a warm cache")
@@ -193,7 +194,8 @@ def main() -> int:
                   f" s, cpu {r['cpu_seconds']:.2f} s), peak RSS {r['scan_peak_rss_mib']} MiB"
                   f" after the scan, {r['peak_rss_mib']} MiB with the JSON, problems "
                   f"{r['problems']}"
-                  f"{'' if r['cold_cache'] else ' (warm cache)'}", flush=True)
+                  f"{'' if r['cold_cache'] else ' (warm cache)'}, load {r['load_average'][0]}",
+                  flush=True)
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     with open(os.path.join(HERE, "out", f"scan-{stamp}.json"), "w") as f:

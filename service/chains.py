@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from service import redisconn
 from service.keys import Keys
 from service.lease import Lease, RedisLease
 
@@ -38,7 +39,8 @@ class ChainLock:
 
     def __init__(self, lease: Lease, identity: str, *, lease_seconds: float = 30.0,
                  fence: Callable[[], int | str | None], holder: Callable[[], str | None],
-                 fence_key: str = "", holder_key: str = "") -> None:
+                 fence_key: str = "", holder_key: str = "",
+                 raise_to: Callable[[str, int], int] | None = None) -> None:
         self.lease = lease
         self.identity = identity
         self.key = lease.key
@@ -46,6 +48,9 @@ class ChainLock:
         self.lease_seconds = lease_seconds
         self._fence = fence
         self._holder = holder
+        #: ``raise_to(token, floor)``: lift the counter above ``floor`` while ``token``
+        #: holds the lock; the fence now, 0 when the lock is not ours.
+        self._raise_to = raise_to
 
     def acquire(self, job_id: str) -> Held | None:
         """Take the lock for ``job_id``; ``None`` when another holder's lease is live."""
@@ -72,6 +77,22 @@ class ChainLock:
         """The fencing number of the latest acquisition (0: never acquired)."""
         return int(self._fence() or 0)
 
+    def raise_fence(self, held: Held, floor: int) -> Held | None:
+        """Make ``held``'s fencing number greater than ``floor`` (a fence already recorded
+        in the on-disk journal): after a Redis failover lost increments, or a restore from
+        an old backup, the counter may lag the journal. ``None`` when the lock is no
+        longer ours. The journal, not Redis, then stays the monotonic record."""
+        if held.fence > floor:
+            return held
+        if self._raise_to is None:
+            raise NotImplementedError("this chain lock cannot raise its fence")
+        fence = self._raise_to(held.token, floor)
+        if not fence:
+            return None
+        log.warning("chain lock %s: fence %d was not above the journal's %d (Redis lost "
+                    "writes?); now %d", self.identity, held.fence, floor, fence)
+        return Held(held.key, held.token, fence)
+
     def still_current(self, held: Held) -> bool:
         """True while ``held`` is the latest acquisition and its lease is live."""
         return self.lease.owner() == held.token and self.current_fence() == held.fence
@@ -87,10 +108,34 @@ def redis_chain_lock(client: Any, identity: str, *, prefix: str = "vhdmend",
     def read(key: str) -> str | None:
         raw = client.get(key)
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+    script = client.register_script(_RAISE_FENCE)
+
+    def raise_to(token: str, floor: int) -> int:
+        fence = int(script(keys=[keys.lock(identity), keys.fence(identity)],
+                           args=[token, floor]))
+        if fence:
+            redisconn.wait_for_replica(client)
+        return fence
     return ChainLock(lease, identity, lease_seconds=lease_seconds,
                      fence=lambda: read(keys.fence(identity)),
                      holder=lambda: read(keys.lock_holder(identity)),
-                     fence_key=keys.fence(identity), holder_key=keys.lock_holder(identity))
+                     fence_key=keys.fence(identity), holder_key=keys.lock_holder(identity),
+                     raise_to=raise_to)
+
+
+# KEYS: lock, fence counter. ARGV: token, floor. While the token holds the lock, raise the
+# counter above the floor; returns the fence now (0: the lock is not ours).
+_RAISE_FENCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if fence <= tonumber(ARGV[2]) then
+    fence = tonumber(ARGV[2]) + 1
+    redis.call('SET', KEYS[2], fence)
+  end
+  return fence
+end
+return 0
+"""
 
 
 class Chains(ABC):

@@ -40,7 +40,11 @@ class TokenEntry:
 class Settings:
     """Everything the service is configured with. Immutable; build with :func:`load`."""
 
+    #: One server (``redis://``) or Sentinels (``sentinel://h1:p1;sentinel://h2:p2``, see
+    #: :mod:`service.redisconn`) with the master's name and the Sentinels' own password.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_master_name: str = ""
+    redis_sentinel_password: str = ""
     #: Key prefix in Redis, so several deployments (or tests) can share one server.
     prefix: str = "vhdmend"
     #: This worker's host name (workers only).
@@ -151,7 +155,8 @@ _FLOATS = ("webhook_max_age", "webhook_backoff_base", "webhook_timeout", "retent
            "redis_retry_seconds", "chunk_seconds", "scan_interval", "projection_window",
            "critical_within", "warning_within", "alert_repeat")
 _INTS = ("webhook_progress_step", "max_attempts", "chunk_bytes", "max_rate", "reserve")
-_STRS = ("redis_url", "prefix", "host", "ops_backend", "alert_secret", "public_url")
+_STRS = ("redis_url", "redis_master_name", "redis_sentinel_password", "prefix", "host",
+         "ops_backend", "alert_secret", "public_url")
 
 
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -201,6 +206,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     if "roots" in overrides and not isinstance(overrides["roots"], dict):
         overrides["roots"] = _parse_roots(overrides["roots"])
     settings = replace(Settings(), **{**values, **overrides})
-    log.debug("settings loaded: redis %s host %r roots %s", settings.redis_url, settings.host,
+    from service import redisconn
+    where = redisconn.target(settings)     # a malformed Redis location: ConfigError now
+    log.debug("settings loaded: redis %s host %r roots %s", where.describe(), settings.host,
               sorted(settings.roots))
     return settings

@@ -2,6 +2,7 @@
 
 * :class:`ClientError` - the caller sent something invalid (unknown root, path escaping
   the root, bad state transition). The API answers 4xx.
+* :class:`ConfigError` - the operator's configuration is invalid (found at start-up).
 * :class:`NotFound` / :class:`Conflict` - specific client faults (404, 409).
 * :class:`EnvironmentFault` - Redis unreachable, a host without a worker. The API answers 503.
 * :class:`LostLease` - this execution no longer owns its job (another took over); it must
@@ -39,6 +40,13 @@ class ClientError(ServiceError):
 
     status = 422
     code = "invalid_request"
+
+
+class ConfigError(ClientError):
+    """The service's own configuration is invalid (a malformed ``VHDMEND_REDIS_URL``, a
+    Sentinel URL without a master name): the operator's fault, found at start-up."""
+
+    code = "invalid_config"
 
 
 class PathRefused(ClientError):

@@ -1,5 +1,6 @@
 """The host registry: workers register with a heartbeat, their host, queue, roots and free
-space per root. A record lives a few ticks (a dead worker vanishes)."""
+space per root. A record is live a few ticks after its heartbeat, then ``stale`` (the
+worker died or froze) for a day; a worker that stops cleanly removes it."""
 
 from __future__ import annotations
 
@@ -64,22 +65,42 @@ def free_space(roots: Mapping[str, str]) -> dict[str, dict[str, int]]:
     return out
 
 
+#: How long the record of a worker that stopped heartbeating is kept (shown ``stale``); a
+#: worker that stops cleanly removes its record at once.
+KEEP_SECONDS = 24 * 3600.0
+
+
 def register(store: JobStore, host: str, worker: str, roots: Mapping[str, str],
              ttl: float, *, queue: str, pool: str = "") -> None:
-    """Record (or refresh) this worker for ``ttl`` seconds."""
+    """Record (or refresh) this worker: live for ``ttl`` seconds, then ``stale`` (its
+    heartbeat stopped) until :data:`KEEP_SECONDS` pass."""
     store.put_worker(host, worker, {
         "host": host, "worker": worker, "queue": queue, "pool": pool,
         "roots": json.dumps(sorted(roots)), "free": json.dumps(free_space(roots)),
-        "heartbeat": repr(time.time())}, ttl)
+        "heartbeat": repr(time.time()), "stale_after": repr(float(ttl))},
+        max(float(ttl), KEEP_SECONDS))
 
 
 def unregister(store: JobStore, host: str, worker: str) -> None:
     store.drop_worker(host, worker)
 
 
-def workers(store: JobStore) -> list[dict[str, Any]]:
-    """Every live worker's record."""
-    return [{"host": d["host"], "worker": d["worker"], "queue": d.get("queue"),
-             "roots": json.loads(d["roots"]), "free": json.loads(d["free"]),
-             "heartbeat": float(d["heartbeat"])}
-            for d in store.worker_records()]
+def all_workers(store: JobStore, now: float | None = None) -> list[dict[str, Any]]:
+    """Every worker's record, live or stale: ``stale`` is True once its heartbeat is older
+    than the window it registered with; ``age`` is the seconds since that heartbeat."""
+    now = time.time() if now is None else now
+    out = []
+    for d in store.worker_records():
+        beat = float(d["heartbeat"])
+        # A record without the field (written before it existed) lived only its window.
+        window = float(d.get("stale_after") or "inf")
+        out.append({"host": d["host"], "worker": d["worker"], "queue": d.get("queue"),
+                    "roots": json.loads(d["roots"]), "free": json.loads(d["free"]),
+                    "heartbeat": beat, "age": max(0.0, now - beat),
+                    "stale": now - beat > window})
+    return out
+
+
+def workers(store: JobStore, now: float | None = None) -> list[dict[str, Any]]:
+    """Every live worker's record (its heartbeat within its window)."""
+    return [w for w in all_workers(store, now) if not w["stale"]]

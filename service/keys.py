@@ -3,7 +3,9 @@
     P:job:{id}              hash, one field per Job attribute (dicts JSON-encoded)
     P:job:{id}:events       list of JSON events (state changes, attempts, webhooks), capped
     P:idx:all               zset, every job id (score 0: ordered by id, i.e. ULID = time)
-    P:idx:state:{s}         zset per state; P:idx:host:{h}; P:idx:ref:{external_ref}
+    P:idx:state:{s}         zset per state; P:idx:host:{h}; P:idx:ref:{external_ref};
+                            P:idx:type:{t} per job kind
+    P:migrated:{name}       a one-time index backfill is done (``type-index``)
     P:finished              zset id -> finished_at, for retention
     P:lease:{id}            the live execution's token, with a TTL (a token lease)
     P:idem:{who}:{key}      Idempotency-Key -> request fingerprint and job id (24 h)
@@ -46,6 +48,9 @@ class Keys:
 
     def idx(self, kind: str, value: str | None = None) -> str:
         return f"{self.prefix}:idx:{kind}" if value is None else f"{self.prefix}:idx:{kind}:{value}"
+
+    def migrated(self, name: str) -> str:
+        return f"{self.prefix}:migrated:{name}"
 
     @property
     def finished(self) -> str:

@@ -10,8 +10,13 @@ on fakeredis with ``lupa``).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
+
+from service import redisconn
+
+log = logging.getLogger(__name__)
 
 # KEYS: lease, [fence counter if ARGV[3] == '1'], companions...
 # ARGV: token, lease ms, fenced flag, companion value.
@@ -94,8 +99,18 @@ class RedisLease(Lease):
 
     def acquire(self, token: str, seconds: float, value: str = "") -> int:
         keys = [self.key, *([self.fence_key] if self.fence_key else []), *self.companions]
-        return int(self._acquire(keys=keys, args=[token, _ms(seconds),
-                                                  "1" if self.fence_key else "0", value]))
+        fence = int(self._acquire(keys=keys, args=[token, _ms(seconds),
+                                                   "1" if self.fence_key else "0", value]))
+        if fence:
+            # Sentinel: replication is asynchronous. Wait for a replica to hold the lease
+            # and the fence before acting on them, so a failover now does not hand the
+            # same lease or fencing number to a second execution (best effort: see
+            # docs/OPERATIONS.md, "High availability").
+            acked = redisconn.wait_for_replica(self.r)
+            if acked == 0:
+                log.warning("lease %s: no replica acknowledged it within %d ms; a failover "
+                            "now could lose it", self.key, redisconn.REPLICA_WAIT_MS)
+        return fence
 
     def renew(self, token: str, seconds: float) -> bool:
         return bool(self._renew(keys=[self.key, *self.companions], args=[token, _ms(seconds)]))

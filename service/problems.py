@@ -27,6 +27,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "too_many_requests": ("Too many requests", "Retry after the indicated delay."),
     "path_refused": ("Path refused", "A path escapes its root (.., absolute, symlink, "
                      "parent locator) or names a device."),
+    "invalid_config": ("Invalid service configuration", "A setting of the service itself "
+                       "(e.g. VHDMEND_REDIS_URL) is invalid; the operator must fix it."),
     "unknown_root": ("Unknown storage root", "The host has no storage root of that name."),
     "idempotency_key_reused": ("Idempotency key reused with another body",
                                "The same Idempotency-Key was sent with a different request."),

@@ -80,8 +80,10 @@ class Format:
     sector_sizes: tuple[int, ...] = (512,)
     #: Disk types ``create`` can make.
     disk_types: tuple[DiskType, ...] = ()
-    #: A fixed disk's written bytes never move afterwards, so a copy's output can be
-    #: verified behind the copy (in a second thread) instead of after it.
+    #: A copy's output of this format, fixed or dynamic, never changes a checkpointed
+    #: window's bytes afterwards (fixed: bytes at fixed places; dynamic: blocks appended,
+    #: never moved), so it can be verified behind the copy (in a second thread) instead
+    #: of after it (:mod:`vhdlib.ops.verifier`).
     verify_behind: bool = False
 
     @property
@@ -187,7 +189,7 @@ def _create_raw(path: str, req: NewDisk) -> Layer:
 VHDX = Format("vhdx", "VHDX", (".vhdx",), vhdx.VhdxLayer, child_suffixes=(".avhdx",),
               probe=_probe_vhdx, create=_create_vhdx, default_block_size=32 << 20,
               max_virtual_size=VHDX_MAX_VIRTUAL_SIZE, sector_sizes=(512, 4096),
-              disk_types=tuple(DiskType))
+              disk_types=tuple(DiskType), verify_behind=True)
 VHD = Format("vhd", "VHD", (".vhd",), vhd.VhdLayer, child_suffixes=(".avhd",),
              probe=_probe_vhd, create=_create_vhd, default_block_size=2 << 20,
              max_virtual_size=vhd.MAX_VIRTUAL_SIZE, sector_sizes=(512,),

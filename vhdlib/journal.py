@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,28 @@ def load(path: str) -> dict[str, Any]:
     return state
 
 
+#: Suffix of the fence lock beside a journal (``<journal>.fence``): it serialises a
+#: checkpoint's fence check and save with :func:`set_fence`.
+FENCE_LOCK = ".fence"
+
+
+@contextlib.contextmanager
+def fence_lock(journal_path: str) -> Iterator[None]:
+    """Hold ``<journal>.fence`` exclusively (blocking) around a fence check and a save.
+
+    A separate file from the run lock (``<journal>.lock``): the stale executor holds that
+    one for its whole run, and a second ``flock`` on it would refuse the holder itself.
+    Freed by the kernel if the process dies.
+    """
+    fd = os.open(journal_path + FENCE_LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                 0o644)
+    try:
+        _lock_blocking(fd, journal_path + FENCE_LOCK)
+        yield
+    finally:
+        os.close(fd)  # frees the lock
+
+
 def set_fence(path: Path, fence: int) -> None:
     """Record fencing number ``fence`` in the journal at ``path`` before resuming it.
 
@@ -86,12 +109,15 @@ def set_fence(path: Path, fence: int) -> None:
     journal's run lock and wake up later: with the newer fence on disk, its next checkpoint
     and its irreversible steps are refused (:class:`~vhdlib.errors.FenceError`), so it
     stops instead of rolling the cursor back or swapping files. A journal already at a
-    newer fence is left alone (resuming it with ``fence`` is then refused).
+    newer fence is left alone (resuming it with ``fence`` is then refused). Done under
+    :func:`fence_lock`, which a checkpoint's check-and-save also holds: a checkpoint lands
+    wholly before the new fence (and the next one is refused) or sees it.
     """
-    state = load(str(path))
-    if int(state.get("fence") or 0) < fence:
-        state["fence"] = fence
-        save(str(path), state)
+    with fence_lock(str(path)):
+        state = load(str(path))
+        if int(state.get("fence") or 0) < fence:
+            state["fence"] = fence
+            save(str(path), state)
 
 
 def refuse_if_present(target: str) -> None:
@@ -112,6 +138,22 @@ def _lock_exclusive(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
         return
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _lock_blocking(fd: int, path: str) -> None:
+    """Wait for an exclusive lock on ``fd`` (short holds: one journal save)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: LK_LOCK retries for about 10 s, then raises
+        import msvcrt
+        msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        log.warning("%s: no file locks on this file system (%s)", path, e.strerror)
 
 
 class RunLock:
@@ -146,7 +188,8 @@ class RunLock:
             return
         if remove_file:
             # Also a temp journal left by a kill before the first checkpoint landed.
-            for leftover in (self.path, self.path[:-len(".lock")] + ".tmp"):
+            journal = self.path[:-len(".lock")]
+            for leftover in (self.path, journal + ".tmp", journal + FENCE_LOCK):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
         os.close(self.fd)

@@ -139,4 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("VHDMEND_DEBUG"):
             traceback.print_exc()
+        if _is_config_error(e):   # the service's settings (VHDMEND_*): a usage error
+            return report_error(args, e, EXIT_USAGE, kind="invalid_config")
         return report_error(args, e, EXIT_INTERNAL, kind="internal")
+
+
+def _is_config_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the service's :class:`~service.errors.ConfigError` (imported only
+    here: the disk commands never load the service)."""
+    try:
+        from service.errors import ConfigError
+    except ImportError:
+        return False
+    return isinstance(exc, ConfigError)

@@ -11,11 +11,7 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -24,7 +20,9 @@ from typing import Any
 
 from vhdlib.ops import OPERATIONS
 from vhdlib.ops.options import Option, merged
+from vhdmend import up
 from vhdmend.commands.declared import add_option, given
+from vhdmend.up import free_port as free_port  # re-exported: `vhdmend stack-demo` uses it
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     p.add_argument("--host-name", default="local", help="the worker's host name")
     p.add_argument("--state-dir", default=None,
-                   help="Redis data (AOF) and logs (default ~/.local/state/vhdmend)")
+                   help="Redis data (AOF), logs and PID files "
+                        "(default ~/.local/state/vhdmend)")
+    up.add_options(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("serve", help="run the HTTP API (gunicorn)")
@@ -263,10 +263,12 @@ def require_service_extra() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API: gunicorn (threads) in production, Werkzeug with ``--dev``."""
     require_service_extra()
+    from service import config
+    config.load()       # a bad setting is a clear error here, before gunicorn starts
     if not args.dev and shutil.which("gunicorn"):
         argv = ["gunicorn", "--bind", args.bind, "--workers", str(args.workers),
                 "--threads", str(args.threads), "--worker-class", "gthread",
-                "--access-logfile", "-", "api:create_app()"]
+                "--access-logfile", "-", "api:wsgi_app()"]
         os.execvp(argv[0], argv)
     from api import create_app
     host, _, port = args.bind.rpartition(":")
@@ -290,85 +292,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(state_dir: str, port: int) -> subprocess.Popen[bytes]:
-    """A local redis-server with AOF in ``state_dir``; raises SystemExit when missing."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("vhdmend up: redis-server not found. Install it (Debian/Ubuntu: "
-                         "'apt-get install redis-server'; macOS: 'brew install redis') or run "
-                         "the API and workers against an existing Redis with 'vhdmend serve' "
-                         "and 'vhdmend worker' (VHDMEND_REDIS_URL).")
-    with open(os.path.join(state_dir, "redis.log"), "ab") as logf:
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", state_dir,
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--protected-mode", "yes"], stdout=logf, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"vhdmend up: redis-server did not start; see {state_dir}/redis.log")
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    """Redis + one worker + the API on one machine; Ctrl-C stops everything."""
+    """Redis + one worker + the API on one machine, supervised (:mod:`vhdmend.up`);
+    Ctrl-C or SIGTERM stops everything."""
     require_service_extra()
-    state_dir = args.state_dir or os.path.join(os.path.expanduser("~"), ".local", "state",
-                                               "vhdmend")
-    os.makedirs(state_dir, exist_ok=True)
-    roots = _roots_env(args.root)
-    token = os.environ.get("VHDMEND_API_TOKEN") or secrets.token_urlsafe(24)
-    redis_port = free_port()
-    redis_proc = start_redis(state_dir, redis_port)
-    env = {**os.environ, "VHDMEND_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-           "VHDMEND_HOST": args.host_name, "VHDMEND_ROOTS": roots,
-           "VHDMEND_API_TOKEN": token,
-           "VHDMEND_WEBHOOK_ALLOW_HOSTS": os.environ.get("VHDMEND_WEBHOOK_ALLOW_HOSTS",
-                                                         "127.0.0.1,localhost")}
-    os.environ.update(env)
-    pool = "solo" if sys.platform == "win32" else "prefork"
-    with open(os.path.join(state_dir, "worker.log"), "ab") as logf:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
-             f"vhdmend.{args.host_name}", f"--pool={pool}", "--concurrency=1",
-             "--loglevel=info", "-n", f"{args.host_name}@%h"],
-            env=env, stdout=logf, stderr=subprocess.STDOUT)
-    children = [worker, redis_proc]
-
-    def stop(*_: Any) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        from werkzeug.serving import make_server
-
-        from api import create_app
-        server = make_server("127.0.0.1", args.port, create_app(), threaded=True)
-        url = f"http://127.0.0.1:{args.port}"
-        print(f"vhdmend is up: {url}  (docs {url}/docs)", flush=True)
-        print(f"token: {token}", flush=True)
-        print(f"export VHDMEND_URL={url} VHDMEND_API_TOKEN={token}", flush=True)
-        print(f"logs and Redis data: {state_dir}", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopping", file=sys.stderr)
-    finally:
-        for proc in children:
-            proc.terminate()
-        for proc in children:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    return EXIT_OK
+    return up.run_up(args, _roots_env(args.root))

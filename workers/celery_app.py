@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import cache, partial
 from typing import Any
 
 from celery import Celery
 
+from service.errors import ConfigError
 from service.hosts import queue_for
 from workers import runtime
 from workers.dispatch import send_job
@@ -35,7 +37,13 @@ def worker_app() -> Celery:
     # Built in the main process before the pool forks: its children name the same worker
     # (service.hosts.worker_id) in jobs and events as the main process does in /v1/hosts.
     os.environ["VHDMEND_WORKER_MAIN_PID"] = str(os.getpid())
-    celery = make_app(runtime.settings().redis_url)
+    try:
+        settings = runtime.settings()
+    except ConfigError as e:
+        # `celery -A workers.celery_app` loads us: one line and exit 2, no traceback.
+        print(f"vhdmend: invalid configuration: {e.detail}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    celery = make_app(settings)
     _connect_signals()
     return celery
 

@@ -46,4 +46,4 @@ class Dispatcher:
 
 def dispatcher(settings: Settings) -> Dispatcher:
     """A ``send(job_id, host)`` for ``settings``' broker, its producer made on first use."""
-    return Dispatcher(lambda: make_app(settings.redis_url))
+    return Dispatcher(lambda: make_app(settings))

@@ -188,6 +188,12 @@ class JobRun:
         held = self.lock.acquire(job.id)
         if held is None:
             return self._wait_for_lock(job)
+        if journal and os.path.exists(journal):
+            # Fences only grow: one not above the journal's means Redis lost increments (a
+            # failover, a restore); lift it above, so the journal fences off every older run.
+            held = self.lock.raise_fence(held, int(vjournal.load(journal).get("fence") or 0))
+            if held is None:
+                return self._wait_for_lock(job)
         reserved_by = self._reserved_by_another(job.id)
         if reserved_by is not None:
             # A paused job keeps the chain: its journal describes these files.
@@ -219,6 +225,9 @@ class JobRun:
             "phase": "starting",
             "checkpoint": Position(engine.journal_path(op), at.phase, at.cursor, at.done,
                                    held.fence)})
+        # Where the journal is must survive a failover: without it a new execution would
+        # find the journal unknown to the job and fail (docs/OPERATIONS.md, HA).
+        self.store.replicate()
         result = engine.run(
             op, progress=self._on_progress, cancel=self._cancel_requested,
             pause=self._pause_requested, on_checkpoint=self._on_checkpoint,

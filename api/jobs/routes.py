@@ -166,7 +166,8 @@ def create_job() -> Response:
 def list_jobs() -> Response:
     q = JobListQuerySchema().load(request.args.to_dict())
     jobs, token = store().find(state=q.get("state"), host=q.get("host"),
-                               external_ref=q.get("external_ref"), limit=q["limit"],
+                               external_ref=q.get("external_ref"), type=q.get("type"),
+                               limit=q["limit"],
                                page_token=q.get("page_token"))
     return jsonify(JobListSchema().dump({"items": [j.to_public() for j in jobs],
                                          "next_page_token": token}))
@@ -258,8 +259,8 @@ def _last_event_id() -> int:
            responses={200: ("An SSE stream (text/event-stream): first `retry: 2000`, then "
                             "per change `event: job`, `id: <integer, increasing>` and "
                             "`data: <the job as JSON>`; it ends after a finished state. "
-                            "Reconnect with `Last-Event-ID` to resume. The schema is each "
-                            "event's data.", JobSchema)})
+                            "Reconnect with `Last-Event-ID` to resume. The schema is one "
+                            "event; its `data` is a Job.", JobSchema)})
 def job_stream(job_id: str) -> Response:
     q = StreamQuerySchema().load(request.args.to_dict())
     after = _last_event_id()

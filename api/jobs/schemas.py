@@ -216,6 +216,8 @@ class JobSchema(Schema):
 
 class JobListQuerySchema(Strict):
     state = fields.String(validate=validate.OneOf(STATES))
+    type = fields.String(validate=validate.OneOf(JOB_TYPES),
+                         metadata={"description": "only jobs of this kind"})
     host = fields.String(validate=NAME)
     external_ref = fields.String(validate=validate.Length(1, 200))
     page_token = fields.String(validate=validate.Length(1, 200))

@@ -23,6 +23,38 @@ class ChainProblemSchema(Schema):
     message = fields.String()
 
 
+class VmSchema(Schema):
+    """The Hyper-V VM whose configuration names the chain (the newest layer it names)."""
+
+    vm_name = fields.String(allow_none=True)
+    vm_id = fields.String(allow_none=True)
+    config = fields.Nested(RootFileSchema, allow_none=True,
+                           metadata={"description": "its configuration file (XML); null "
+                                     "outside the roots"})
+    controller_type = fields.String(allow_none=True, metadata={"description": "IDE or SCSI"})
+    controller_number = fields.Integer(allow_none=True)
+    controller_location = fields.Integer(allow_none=True)
+    windows_path = fields.String(allow_none=True, metadata={
+        "description": "the disk as the Hyper-V host names it (from the configuration)"})
+    file = fields.Nested(RootFileSchema, allow_none=True,
+                         metadata={"description": "the layer that path maps to"})
+    mapping = fields.String(allow_none=True, metadata={
+        "description": "how the Windows path was mapped to the file (share, tail guess)"})
+    generation = fields.Integer(allow_none=True)
+    notes = fields.List(fields.String(), metadata={
+        "description": "caveats, e.g. a match by path tail only (a guess to confirm)"})
+
+
+class CheckpointSchema(Schema):
+    """A Hyper-V checkpoint whose configuration names one of the chain's layers."""
+
+    id = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    config = fields.Nested(RootFileSchema, allow_none=True)
+    windows_path = fields.String(allow_none=True)
+    file = fields.Nested(RootFileSchema, allow_none=True)
+
+
 class ChainSchema(Schema):
     id = fields.String(metadata={"description": "stable: host and leaf"})
     host = fields.String()
@@ -43,6 +75,11 @@ class ChainSchema(Schema):
     archived = fields.Boolean()
     problems = fields.List(fields.Nested(ChainProblemSchema))
     risk = fields.String(validate=RISKS)
+    vm = fields.Nested(VmSchema, allow_none=True,
+                       metadata={"description": "the VM that owns it; null when no "
+                                 "configuration on the roots names a layer"})
+    checkpoints = fields.List(fields.Nested(CheckpointSchema), metadata={
+        "description": "checkpoints whose configurations name its layers"})
 
 
 class PlanJobSchema(Schema):

@@ -34,12 +34,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its children (gunicorn's master and its workers)."""
+    out = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
 def poller(port: int, ids: list[str], seconds: float, threads: int, out: mp.Queue) -> None:
     """A load process: ``threads`` keep-alive clients polling random jobs."""
     import threading
     lat: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    cpu0 = time.process_time()
 
     def run() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -59,7 +87,7 @@ def poller(port: int, ids: list[str], seconds: float, threads: int, out: mp.Queu
         t.start()
     for t in ts:
         t.join()
-    out.put(lat)
+    out.put((lat, time.process_time() - cpu0))
 
 
 def main() -> None:
@@ -121,9 +149,14 @@ def main() -> None:
         time.sleep(1.0)
         q: mp.Queue = mp.Queue()
         load = mp.Process(target=poller, args=(aport, ids, args.seconds, args.clients, q))
+        api_pids, redis_pids = family(procs[1].pid), [procs[0].pid]
+        api_cpu0, redis_cpu0 = cpu_seconds(api_pids), cpu_seconds(redis_pids)
         t0 = time.monotonic()
         load.start()
-        lat = sorted(q.get())
+        lat, client_cpu = q.get()
+        lat.sort()
+        api_cpu = cpu_seconds(api_pids) - api_cpu0
+        redis_cpu = cpu_seconds(redis_pids) - redis_cpu0
         load.join()
         elapsed = time.monotonic() - t0
         result = {
@@ -134,7 +167,19 @@ def main() -> None:
             "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
             "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2),
             "wall_s": round(elapsed, 1),
+            # CPU per poll does not depend on the machine's load (the rate does): the API's
+            # processes and Redis, what a poll costs the server whoever else runs.
+            "api_cpu_ms_per_poll": round(api_cpu * 1000 / max(1, len(lat)), 3),
+            "redis_cpu_ms_per_poll": round(redis_cpu * 1000 / max(1, len(lat)), 3),
+            "load_average": os.getloadavg()[0],
         }
+        result["client_cpu_ms_per_poll"] = round(client_cpu * 1000 / max(1, len(lat)), 3)
+        per_poll = (api_cpu + redis_cpu) / max(1, len(lat))
+        # What 2 idle cores could serve: the server alone (clients elsewhere), and with
+        # this benchmark's own load generator on the same 2 cores.
+        result["polls_per_s_2_idle_cores"] = round(2 / per_poll) if per_poll else None
+        with_client = per_poll + client_cpu / max(1, len(lat))
+        result["polls_per_s_2_idle_cores_client_included"] = round(2 / with_client)
         result.update(progress_overhead(r))
         print(json.dumps(result, indent=2))
     finally:

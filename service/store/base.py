@@ -96,8 +96,12 @@ class JobStore(ABC):
 
     @abstractmethod
     def _page(self, kind: str, value: str | None, after: str | None, count: int) -> list[str]:
-        """Ids of index ``kind`` (``all``, ``state``, ``host``, ``ref``), newest first,
+        """Ids of index ``kind`` (``all``, ``state``, ``host``, ``ref``, ``type``), newest first,
         older than ``after``."""
+
+    def _index_sizes(self, indexes: list[tuple[str, str]]) -> list[int] | None:
+        """How many ids each ``(kind, value)`` index holds, or ``None`` when unknown."""
+        return None
 
     @abstractmethod
     def lease(self, job_id: str) -> Lease:
@@ -144,6 +148,11 @@ class JobStore(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise when the storage is unreachable."""
+
+    def replicate(self) -> int | None:
+        """Wait briefly for a replica to hold every write made so far (Redis Sentinel:
+        ``WAIT 1``), before acting on them; how many did, ``None`` without replicas."""
+        return None
 
     # webhook outbox
     @abstractmethod
@@ -349,21 +358,25 @@ class JobStore(ABC):
     # --- reads ------------------------------------------------------------------------
 
     def find(self, *, state: str | None = None, host: str | None = None,
-             external_ref: str | None = None, limit: int = 50,
+             external_ref: str | None = None, type: str | None = None, limit: int = 50,
              page_token: str | None = None) -> tuple[list[Job], str | None]:
         """Newest first, filtered; returns ``(jobs, next_page_token)``.
 
-        The most selective index drives the scan (ref, then host, then state); the other
-        filters are applied to the records read.
+        The smallest index among the filters given drives the scan (by ``_index_sizes``;
+        without sizes: ref, then host, then state, then type); the other filters are
+        applied to the records read.
         """
-        if external_ref is not None:
-            kind, value = "ref", external_ref
-        elif host is not None:
-            kind, value = "host", host
-        elif state is not None:
-            kind, value = "state", state
-        else:
+        wanted = {"ref": external_ref, "host": host, "state": state, "type": type}
+        given = [(k, v) for k, v in wanted.items() if v is not None]
+        kind: str
+        value: str | None
+        if not given:
             kind, value = "all", None
+        else:
+            sizes = self._index_sizes(given) if len(given) > 1 else None
+            order = (range(len(given)) if sizes is None
+                     else sorted(range(len(given)), key=lambda i: sizes[i]))
+            kind, value = given[next(iter(order))]
         after = decode_page_token(page_token) if page_token else None
         out: list[Job] = []
         batch = max(limit, 50)
@@ -373,7 +386,8 @@ class JobStore(ABC):
                 return out, None
             for job in self.get_many(ids):
                 if ((state is None or job.state == state) and (host is None or job.host == host)
-                        and (external_ref is None or job.external_ref == external_ref)):
+                        and (external_ref is None or job.external_ref == external_ref)
+                        and (type is None or job.type == type)):
                     out.append(job)
                     if len(out) == limit:
                         break

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from service import redisconn
 from service.chains import RedisChains
 from service.config import Settings
 from service.errors import EnvironmentFault, NotFound
@@ -30,10 +31,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for ``settings`` (health-checked connections, short socket timeouts)."""
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                health_check_interval=30)
+    """A Redis client for ``settings``: one server or the Sentinels' current master
+    (:func:`service.redisconn.client`, the one place clients are built)."""
+    return redisconn.client(settings)
 
+
+#: Jobs read per step when indexing stored jobs by type.
+TYPE_BACKFILL_BATCH = 500
+
+#: KEYS: job hashes; ARGV[1]: the type index name less the type; ARGV[2..]: their ids.
+_BACKFILL_TYPE = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  local t = redis.call('HGET', key, 'type')
+  if t then
+    redis.call('ZADD', ARGV[1] .. t, 0, ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
+"""
 
 #: Idempotency-Key records are kept this long.
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -51,6 +68,8 @@ class RedisJobStore(JobStore):
         self.webhook_progress_step = webhook_progress_step
         self.chains = RedisChains(client, self.keys)
         self.volumes = RedisVolumeStore(client, self.keys)
+        self._type_indexed = False
+        self._backfill = client.register_script(_BACKFILL_TYPE)
 
     # Key names, for tests and tools that look at Redis directly.
     def k_job(self, job_id: str) -> str:
@@ -82,7 +101,8 @@ class RedisJobStore(JobStore):
 
     def _indexes(self, job: Job) -> list[str]:
         k = self.keys
-        out = [k.idx("all"), k.idx("state", job.state), k.idx("host", job.host)]
+        out = [k.idx("all"), k.idx("state", job.state), k.idx("host", job.host),
+               k.idx("type", job.type)]
         if job.external_ref:
             out.append(k.idx("ref", job.external_ref))
         return out
@@ -173,10 +193,46 @@ class RedisJobStore(JobStore):
         return None if raw is None else text(raw)
 
     def _page(self, kind: str, value: str | None, after: str | None, count: int) -> list[str]:
+        if kind == "type":
+            self._ensure_type_index()
         hi = f"({after}" if after else "+"
         page: Any = self._call(partial(self.r.zrevrangebylex, self.keys.idx(kind, value), hi,
                                        "-", start=0, num=count))
         return [text(i) for i in page]
+
+    def _index_sizes(self, indexes: list[tuple[str, str]]) -> list[int] | None:
+        if any(kind == "type" for kind, _ in indexes):
+            self._ensure_type_index()
+
+        def read() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for kind, value in indexes:
+                pipe.zcard(self.keys.idx(kind, value))
+            return pipe.execute()
+        return [int(n) for n in self._call(read)]
+
+    def _ensure_type_index(self) -> None:
+        """Index the jobs stored before the per-type index existed (once per Redis)."""
+        if self._type_indexed:
+            return
+        marker = self.keys.migrated("type-index")
+        if not self._call(lambda: self.r.exists(marker)):
+            after, n = "", 0
+            while True:
+                ids = [text(i) for i in self._call(partial(
+                    self.r.zrangebylex, self.keys.idx("all"), f"({after}" if after else "-",
+                    "+", start=0, num=TYPE_BACKFILL_BATCH))]
+                if not ids:
+                    break
+                # One script per batch: atomic against a purge (no id of a deleted job
+                # re-enters an index), and the key names still come from Keys.
+                n += int(self._call(partial(self._backfill,
+                                            keys=[self.keys.job(i) for i in ids],
+                                            args=[self.keys.idx("type", ""), *ids])))
+                after = ids[-1]
+            self._call(lambda: self.r.set(marker, "1"))
+            log.info("indexed %d stored jobs by type", n)
+        self._type_indexed = True
 
     def lease(self, job_id: str) -> RedisLease:
         return RedisLease(self.r, self.keys.lease(job_id))
@@ -249,6 +305,9 @@ class RedisJobStore(JobStore):
 
     def ping(self) -> None:
         self.r.ping()
+
+    def replicate(self) -> int | None:
+        return self._call(lambda: redisconn.wait_for_replica(self.r))
 
     def notify_progress(self, job_id: str, phase: str) -> None:
         self._call(lambda: self.r.publish(self.keys.progress(job_id), phase))

@@ -85,8 +85,16 @@ class StubChains(Chains):
 
     def lock(self, identity: str, lease_seconds: float) -> ChainLock:
         lease = StubLease(self.leases, identity, self.clock, self._lock, self.fences)
+
+        def raise_to(token: str, floor: int) -> int:
+            with self._lock:
+                if lease.owner() != token:
+                    return 0
+                self.fences[identity] = max(self.fences.get(identity, 0), floor + 1)
+                return self.fences[identity]
         return ChainLock(lease, identity, lease_seconds=lease_seconds,
-                         fence=lambda: self.fences.get(identity, 0), holder=lease.value)
+                         fence=lambda: self.fences.get(identity, 0), holder=lease.value,
+                         raise_to=raise_to)
 
     def reserved_by(self, identity: str) -> str | None:
         return self.reserved.get(identity)
@@ -185,7 +193,8 @@ class StubJobStore(JobStore):
         return self.idempotency.get(key)
 
     def _page(self, kind: str, value: str | None, after: str | None, count: int) -> list[str]:
-        field = {"state": "state", "host": "host", "ref": "external_ref"}.get(kind)
+        field = {"state": "state", "host": "host", "ref": "external_ref",
+                 "type": "type"}.get(kind)
         with self._lock:
             ids = sorted((i for i, h in self.jobs.items()
                           if field is None or h.get(field) == value), reverse=True)

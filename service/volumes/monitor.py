@@ -52,7 +52,37 @@ def chain_view(chain: Any, namer: Namer, host: str, now: float, risk: str) -> di
         # A chain that can still grow shares its volume's risk; a problem is a warning.
         "risk": (risk if chain.growth_bytes > 0 else
                  "warning" if chain.problems else "ok"),
+        "vm": vm_view(chain.vm, namer),
+        "checkpoints": [checkpoint_view(c, namer) for c in chain.checkpoints],
     }
+
+
+def vm_view(vm: dict[str, Any] | None, namer: Namer) -> dict[str, Any] | None:
+    """The scan's owning VM (:mod:`vhdlib.scan.owners`) with root-relative files only.
+
+    ``windows_path`` stays: it is the Hyper-V host's own name for the disk, read from the
+    VM's configuration (what ``Set-VMHardDiskDrive -Path`` takes), not a path of this host.
+    The checkpoints are the chain's (``checkpoints`` beside ``vm``), not repeated here.
+    """
+    if vm is None:
+        return None
+    return {"vm_name": vm.get("vm_name"), "vm_id": vm.get("vm_id"),
+            "config": namer.file(str(vm.get("config") or "")),
+            "controller_type": vm.get("controller_type"),
+            "controller_number": vm.get("controller_number"),
+            "controller_location": vm.get("controller_location"),
+            "windows_path": vm.get("windows_path"),
+            "file": namer.file(str(vm.get("local_path") or "")),
+            "mapping": vm.get("mapping"), "generation": vm.get("generation"),
+            "notes": [namer.text(str(n)) for n in vm.get("notes") or []]}
+
+
+def checkpoint_view(c: dict[str, Any], namer: Namer) -> dict[str, Any]:
+    """A checkpoint naming one of the chain's layers, with root-relative files only."""
+    return {"id": c.get("id"), "name": c.get("name"),
+            "config": namer.file(str(c.get("config") or "")),
+            "windows_path": c.get("windows_path"),
+            "file": namer.file(str(c.get("local_path") or ""))}
 
 
 def plan_view(plan: dict[str, Any], namer: Namer, host: str) -> dict[str, Any]:

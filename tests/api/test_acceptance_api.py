@@ -242,10 +242,10 @@ def test_progress_meter_gives_rate_and_eta():
 
 
 def test_up_without_redis_server_says_how_to_install_it(monkeypatch, tmp_path):
-    from vhdmend import service_cli
-    monkeypatch.setattr(service_cli.shutil, "which", lambda name: None)
+    from vhdmend import up
+    monkeypatch.setattr(up.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as e:
-        service_cli.start_redis(str(tmp_path), 1)
+        up.redis_command(str(tmp_path), 1)
     assert "redis-server not found" in str(e.value) and "apt-get install" in str(e.value)
 
 

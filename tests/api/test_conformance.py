@@ -35,7 +35,6 @@ def fuzz_app(tmp_path):
     import fakeredis
 
     from api import create_app
-    from service import hosts
     from service.config import TokenEntry, hash_token, load
     from service.store import RedisJobStore as JobStore
     from tests.api.conftest import TOKENS
@@ -43,10 +42,20 @@ def fuzz_app(tmp_path):
                                      for n, (t, s) in TOKENS.items()), plan_timeout=0.05,
                     webhook_allow_hosts=("*",))
     store = JobStore(fakeredis.FakeRedis(), prefix="fz")
-    hosts.register(store, "h1", "w_fuzz", {"vms": str(tmp_path)}, ttl=3600, queue="q")
     app = create_app(settings, store=store, dispatch=lambda job_id, host: None)
     app.config["VHDMEND_STREAM_MAX_SECONDS"] = 0.3  # a queued job's stream ends soon
+    app.config["FUZZ_ROOT"] = str(tmp_path)
+    reset_store(app)
     return app
+
+
+def reset_store(app):
+    """An empty store with one live worker of host h1."""
+    from service import hosts
+    store = app.extensions["vhdmend_store"]
+    store.r.flushall()
+    hosts.register(store, "h1", "w_fuzz", {"vms": app.config["FUZZ_ROOT"]}, ttl=3600,
+                   queue="q")
 
 
 def test_every_operation_conforms(fuzz_schema):
@@ -76,18 +85,40 @@ def test_every_operation_conforms(fuzz_schema):
     assert not failures, "\n".join(dict.fromkeys(failures))
 
 
-@pytest.mark.xfail(reason="known open: schemathesis' stateful phase reports ST108 (an SSE event "
-                   "of /v1/jobs/{id}/stream violates the documented Job schema); undiagnosed",
-                   strict=False)
-def test_stateful_phase_finds_nothing(fuzz_schema):
+def test_the_sse_stream_conforms_to_its_documented_event(fuzz_schema, fuzz_app):
+    # The stateful phase reaches a stream's 200 only in some runs; this checks one always.
+    # ST108 before the fix: the stream documented the Job as each event's schema, where
+    # OpenAPI 3.1 (and schemathesis) read {event, id, retry, data} against it.
+    from schemathesis.checks import response_schema_conformance
+    created = fuzz_app.test_client().post(
+        "/v1/jobs", json={"type": "inspect", "host": "h1", "root": "vms", "path": "x.vhd"},
+        headers=auth("admin"))
+    assert created.status_code == 202, created.json
+    op = fuzz_schema["/v1/jobs/{job_id}/stream"]["GET"]
+    case = op.Case(path_parameters={"job_id": created.json["id"]}, query={"interval": 0.05})
+    resp = case.call(headers=auth("admin"))
+    assert resp.status_code == 200 and "event: job" in resp.text, resp.text[:300]
+    case.validate_response(resp, checks=[response_schema_conformance])
+
+
+@pytest.mark.slow
+def test_stateful_phase_finds_nothing(fuzz_schema, fuzz_app):
     from hypothesis import HealthCheck
     from hypothesis import settings as hsettings
 
+    # The token is ours on every call: generated (or removed) Authorization headers made
+    # whole runs of 401s, where no link is followed (401s are checked above).
+    fuzz_schema.config.generation.update(with_security_parameters=False)
     machine = fuzz_schema.as_state_machine()
     checks = _checks()
     calls: list[tuple[str, int]] = []
 
     class Machine(machine):  # type: ignore[misc, valid-type]
+        def setup(self):
+            # Each scenario starts from an empty store: Hypothesis replays a scenario's
+            # choices and requires the same responses (the same bundles) each time.
+            reset_store(fuzz_app)
+
         def get_call_kwargs(self, case):
             return {"headers": auth("admin")}
 
@@ -97,7 +128,8 @@ def test_stateful_phase_finds_nothing(fuzz_schema):
                 return
             case.validate_response(response, checks=checks)
 
-    Machine.run(settings=hsettings(max_examples=50, deadline=None, database=None,
+    # 100 scenarios: at 50, some runs followed a link into an operation on a job only twice.
+    Machine.run(settings=hsettings(max_examples=100, deadline=None, database=None,
                                    stateful_step_count=6,
                                    suppress_health_check=list(HealthCheck)))
     labels = {label for label, _ in calls}

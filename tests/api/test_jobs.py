@@ -128,8 +128,32 @@ def test_list_filters_and_pages(client):
     assert len(queued["items"]) == 2 and queued["next_page_token"]
 
 
-@pytest.mark.parametrize("q", ["state=bogus", "limit=0", "limit=abc", "page_token=%%%",
-                               "page_token=AAAA", "colour=red"])
+def test_list_filters_by_type_across_pages(client):
+    inspect = submit(client, type="inspect", options={}).json["id"]
+    converts = [submit(client).json["id"] for _ in range(5)]
+    got = client.get("/v1/jobs?type=inspect&limit=2", headers=auth()).json
+    assert [j["id"] for j in got["items"]] == [inspect] and got["next_page_token"] is None
+    seen, token = [], None
+    while True:
+        q = "/v1/jobs?type=convert&state=queued&limit=2" + (f"&page_token={token}"
+                                                            if token else "")
+        page = client.get(q, headers=auth()).json
+        seen += [j["id"] for j in page["items"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert seen == converts[::-1]
+    assert client.get("/v1/jobs?type=merge", headers=auth()).json["items"] == []
+    bad = client.get("/v1/jobs?type=defrag", headers=auth())
+    assert bad.status_code == 422 and bad.content_type == "application/problem+json"
+    assert "type" in bad.get_data(as_text=True)
+    params = {p["name"]: p for p in
+              client.get("/openapi.json").json["paths"]["/v1/jobs"]["get"]["parameters"]}
+    assert "merge" in params["type"]["schema"]["enum"]
+
+
+@pytest.mark.parametrize("q", ["state=bogus", "type=bogus", "limit=0", "limit=abc",
+                               "page_token=%%%", "page_token=AAAA", "colour=red"])
 def test_bad_list_queries_are_422(client, q):
     resp = client.get(f"/v1/jobs?{q}", headers=auth())
     assert resp.status_code == 422, resp.json

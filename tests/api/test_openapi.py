@@ -98,6 +98,11 @@ def test_error_health_and_stream_bodies_are_documented(client):
     stream = paths["/v1/jobs/{job_id}/stream"]["get"]["responses"]["200"]
     assert list(stream["content"]) == ["text/event-stream"]
     assert "Last-Event-ID" in stream["description"]
+    # OpenAPI 3.1 reads a text/event-stream schema as one event's, its JSON in `data`
+    event = stream["content"]["text/event-stream"]["schema"]
+    assert set(event["properties"]) == {"event", "id", "retry", "data"}
+    assert event["properties"]["data"]["contentMediaType"] == "application/json"
+    assert event["properties"]["data"]["contentSchema"]["$ref"].endswith("/Job")
     problem = doc["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status"}
     assert problem.get("additionalProperties") is False

@@ -24,6 +24,47 @@ def test_hosts_lists_workers_roots_space_and_running_jobs(client, store, tmp_pat
     assert h1["last_heartbeat"].endswith("Z")
 
 
+def test_a_host_whose_workers_stopped_heartbeating_is_stale_with_the_time_since(
+        client, store, tmp_path):
+    # Given h1's worker beating (a 60 s window) and h2's whose heartbeat stopped (0.2 s)
+    registry.register(store, "h1", "w1", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    registry.register(store, "h2", "w2", {"b": str(tmp_path)}, ttl=0.2, queue="q2")
+    time.sleep(0.5)
+    # Then /v1/hosts still lists h2, as stale, with the seconds since its last heartbeat
+    items = {h["host"]: h for h in client.get("/v1/hosts", headers=auth("reader")).json["items"]}
+    assert items["h1"]["state"] == "live" and items["h1"]["seconds_since_heartbeat"] < 60
+    h2 = items["h2"]
+    assert h2["state"] == "stale" and 0.5 <= h2["seconds_since_heartbeat"] < 30
+    assert [w["state"] for w in h2["workers"]] == ["stale"]
+    assert h2["workers"][0]["seconds_since_heartbeat"] >= 0.5
+    assert h2["roots"]["b"]["total_bytes"] > 0
+    # And it has no live worker for the API's purposes (a plan is refused at once)
+    assert [w["host"] for w in registry.workers(store)] == ["h1"]
+    # A new heartbeat makes it live again; a clean stop removes it
+    registry.register(store, "h2", "w2", {"b": str(tmp_path)}, ttl=60, queue="q2")
+    items = {h["host"]: h for h in client.get("/v1/hosts", headers=auth("reader")).json["items"]}
+    assert items["h2"]["state"] == "live"
+    registry.unregister(store, "h2", "w2")
+    assert [h["host"] for h in client.get("/v1/hosts", headers=auth()).json["items"]] == ["h1"]
+
+
+def test_a_restarted_worker_hides_its_dead_predecessor(client, store, tmp_path):
+    registry.register(store, "h1", "w_dead", {"vms": str(tmp_path)}, ttl=0.1, queue="q1")
+    time.sleep(0.3)
+    registry.register(store, "h1", "w_new", {"vms": str(tmp_path)}, ttl=60, queue="q1")
+    (h1,) = client.get("/v1/hosts", headers=auth("reader")).json["items"]
+    assert h1["state"] == "live" and [w["worker"] for w in h1["workers"]] == ["w_new"]
+
+
+def test_stale_is_decided_by_the_window_each_worker_registered_with(store, tmp_path):
+    registry.register(store, "h1", "w1", {"vms": str(tmp_path)}, ttl=11, queue="q1")
+    beat = registry.all_workers(store)[0]["heartbeat"]
+    assert not registry.all_workers(store, now=beat + 10.9)[0]["stale"]
+    late = registry.all_workers(store, now=beat + 11.1)[0]
+    assert late["stale"] and abs(late["age"] - 11.1) < 1e-6
+    assert registry.workers(store, now=beat + 11.1) == []
+
+
 def _answer_plans(store, state="succeeded"):
     def run(job_id, host):
         def later():

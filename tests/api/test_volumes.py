@@ -75,3 +75,47 @@ def test_documented(client) -> None:  # type: ignore[no-untyped-def]
     assert "Volume" in doc["components"]["schemas"]
     params = {p["name"] for p in doc["paths"]["/v1/volumes"]["get"]["parameters"]}
     assert {"host", "risk"} <= params
+
+
+def test_chains_name_their_vm_and_checkpoints(client, store, volume, tmp_path,  # type: ignore[no-untyped-def]
+                                              monkeypatch) -> None:
+    """A 2012 R2-style VM folder (XML configuration + checkpoint XMLs) on a real volume's
+    root: each chain's VM and checkpoints pass through, every file root-relative."""
+    from tests.vhdlib.hyperv.scenario import CHECKPOINT_IDS, VM_ID, VM_NAME, make_vm_share
+    from tests.vhdlib.hyperv.test_remediate_next_steps import fake_testparm
+    vol: Path = volume("hv", 160)
+    vm = make_vm_share(vol, controller="SCSI", number=0, location=1)
+    create("vhd", vm.share / "loose.vhd", 4 * MiB, DiskType.FIXED).close()  # no VM's
+    monkeypatch.setenv("PATH", fake_testparm(tmp_path / "bin", vm))
+    s = config.load({}, host="h1", roots={"vms": str(vm.share)}, reserve=16 * MiB)
+    monitor.observe(s, store.volumes, now=1_800_000_000.0)
+
+    r = client.get("/v1/chains", headers=auth("reader"))
+    assert r.status_code == 200
+    body = r.get_data(as_text=True)
+    assert str(vol) not in body and str(tmp_path) not in body
+    chains = {c["leaf"]: c for c in r.json["items"]}
+    rel = "Web 01/Virtual Hard Disks/"
+    chain = chains[rel + vm.chain.newest.name]
+    owner = chain["vm"]
+    assert (owner["vm_name"], owner["vm_id"]) == (VM_NAME, VM_ID)
+    assert (owner["controller_type"], owner["controller_number"],
+            owner["controller_location"]) == ("SCSI", 0, 1)
+    assert owner["file"] == {"root": "vms", "path": rel + vm.chain.newest.name}
+    assert owner["config"] == {"root": "vms",
+                               "path": str(vm.config.relative_to(vm.share))}
+    assert owner["windows_path"].upper().endswith(vm.chain.newest.name.upper())
+    assert owner["mapping"] == "share" and "checkpoints" not in owner
+    assert sorted(c["id"] for c in chain["checkpoints"]) == sorted(CHECKPOINT_IDS)
+    layers = {f"{rel}{p.name}" for p in vm.chain.paths}
+    for c in chain["checkpoints"]:
+        assert c["file"]["root"] == "vms" and c["file"]["path"] in layers
+        assert c["config"]["path"].startswith("Web 01/Snapshots/")
+    # A chain no configuration names has no VM and no checkpoints.
+    assert chains["loose.vhd"]["vm"] is None and chains["loose.vhd"]["checkpoints"] == []
+    # The volume's own view carries the same, and the OpenAPI document describes it.
+    one = client.get(f"/v1/volumes/{chain['volume']}", headers=auth("reader")).json
+    assert next(c for c in one["chains"] if c["id"] == chain["id"])["vm"] == owner
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    assert {"vm", "checkpoints"} <= set(schemas["Chain"]["properties"])
+    assert {"controller_type", "file", "config"} <= set(schemas["Vm"]["properties"])

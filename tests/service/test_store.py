@@ -103,6 +103,47 @@ def test_find_pages_newest_first(store: JobStore) -> None:
     assert [j.id for j in store.find(limit=10)[0]] == ids[::-1]
 
 
+def test_find_by_type_pages_past_other_kinds(store: JobStore) -> None:
+    # Given one merge, then more compacts than a page, then another merge
+    first = store.create(new_job("merge", "h1", "vms", "a.avhd"))[0].id
+    compacts = [store.create(new_job("compact", "h1", "vms", f"{i}.vhd"))[0].id
+                for i in range(7)]
+    last = store.create(new_job("merge", "h2", "vms", "b.avhd"))[0].id
+    store.transition(last, None, "running")
+    # Then the type filter reaches both merges, newest first, whatever lies between
+    assert [j.id for j in store.find(type="merge", limit=5)[0]] == [last, first]
+    page, token = store.find(type="compact", limit=4)
+    rest, end = store.find(type="compact", limit=4, page_token=token)
+    assert [j.id for j in page + rest] == compacts[::-1] and end is None
+    # and combines with the other filters
+    assert [j.id for j in store.find(type="merge", state="queued")[0]] == [first]
+    assert [j.id for j in store.find(type="merge", host="h2")[0]] == [last]
+    assert store.find(type="compact", state="running")[0] == []
+    assert store.find(type="convert")[0] == []
+
+
+def test_jobs_stored_before_the_type_index_are_found_by_type() -> None:
+    # Given jobs written by a version without the per-type index (its keys removed)
+    r = fakeredis.FakeRedis()
+    old = RedisJobStore(r, prefix="t")
+    ids = [old.create(new_job(kind, "h1", "vms", f"{i}.vhd"))[0].id
+           for i, kind in enumerate(["merge", "compact", "merge"])]
+    for key in r.keys("t:idx:type:*"):
+        r.delete(key)
+    purged = old.create(new_job("merge", "h1", "vms", "gone.vhd"))[0].id
+    r.delete("t:idx:type:merge")
+    r.delete(old.k_job(purged))  # a record gone, its id still in the all-index
+    # When a new store filters by type, it indexes the stored jobs once
+    new = RedisJobStore(r, prefix="t")
+    assert [j.id for j in new.find(type="merge")[0]] == [ids[2], ids[0]]
+    assert r.zrange("t:idx:type:merge", 0, -1) == [ids[0].encode(), ids[2].encode()]
+    assert [j.id for j in new.find(type="compact", state="queued")[0]] == [ids[1]]
+    assert r.exists("t:migrated:type-index")
+    # and not again: a job whose index entry is missing now stays unlisted
+    r.zrem("t:idx:type:compact", ids[1])
+    assert RedisJobStore(r, prefix="t").find(type="compact")[0] == []
+
+
 def test_webhooks_are_queued_with_the_change_and_claimed_once(store: JobStore) -> None:
     job, _ = store.create(new_job("merge", "h1", "vms", "a.avhd",
                                   callback={"url": "http://x/hook", "secret": "s"}))

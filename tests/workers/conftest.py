@@ -180,14 +180,17 @@ class Stack:
         self.workers.append(w)
         return w.start()
 
-    def api(self) -> str:
+    def api(self, **overrides: object) -> str:
         from werkzeug.serving import make_server
 
         from api import create_app
         from service.config import TokenEntry, hash_token, load
-        settings = load({}, redis_url=self.server.url, prefix=self.prefix,
-                        tokens=(TokenEntry("it", hash_token(TOKEN), frozenset({"admin"})),),
-                        plan_timeout=20.0, webhook_allow_hosts=("127.0.0.1", "localhost"))
+        settings = load({}, **{"redis_url": self.server.url, "prefix": self.prefix,
+                               "tokens": (TokenEntry("it", hash_token(TOKEN),
+                                                     frozenset({"admin"})),),
+                               "plan_timeout": 20.0,
+                               "webhook_allow_hosts": ("127.0.0.1", "localhost"),
+                               **overrides})
         server = make_server("127.0.0.1", free_port(), create_app(settings), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.http = server

@@ -99,18 +99,30 @@ class Inventory:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     truncated: bool = False
     by_file: dict[str, list[tuple[VmConfig, Drive, PathMapping]]] = field(default_factory=dict)
+    #: Real path of each folder asked about (one realpath per folder, not per file: a scan
+    #: asks about 10,000 files in 2,000 folders).
+    folders: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def key(self, path: str) -> str:
+        """What :attr:`by_file` is keyed by: ``path`` with its folder resolved."""
+        path = os.path.abspath(path)
+        folder, name = os.path.split(path)
+        real = self.folders.get(folder)
+        if real is None:
+            real = self.folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
 
     def attachments(self, path: str) -> list[VmAttachment]:
         """Every VM (not checkpoint) drive naming ``path``."""
         return [_attachment(cfg, drive, mapping)
-                for cfg, drive, mapping in self.by_file.get(_key(path), [])
+                for cfg, drive, mapping in self.by_file.get(self.key(path), [])
                 if cfg.kind == "vm"]
 
     def checkpoints(self, paths: Iterable[str]) -> list[CheckpointRef]:
         """Checkpoints whose configurations name any of ``paths`` (each listed once)."""
         seen: dict[tuple[str, str], CheckpointRef] = {}
         for path in paths:
-            for cfg, _drive, mapping in self.by_file.get(_key(path), []):
+            for cfg, _drive, mapping in self.by_file.get(self.key(path), []):
                 if cfg.kind == "checkpoint":
                     seen.setdefault((cfg.path, mapping.local_path), CheckpointRef(
                         cfg.id, cfg.name, cfg.path, mapping.windows_path, mapping.local_path))
@@ -156,16 +168,21 @@ def default_roots(chain_paths: Sequence[str], levels: int = PARENT_LEVELS) -> li
 
 
 def find_configs(roots: Iterable[str], *, max_depth: int = MAX_DEPTH,
-                 max_entries: int = MAX_ENTRIES) -> tuple[list[tuple[str, str]], bool]:
+                 max_entries: int = MAX_ENTRIES, folders: dict[str, str] | None = None
+                 ) -> tuple[list[tuple[str, str]], bool]:
     """(path, kind) of every configuration file under ``roots``, and whether the walk stopped
-    early (``max_entries``). Kinds: "vm", "checkpoint"; a ``.vmcx`` gets "vmcx"."""
+    early (``max_entries``). Kinds: "vm", "checkpoint"; a ``.vmcx`` gets "vmcx".
+    ``folders`` caches each folder's realpath (shared with :class:`Inventory`)."""
+    folders = {} if folders is None else folders
     found: dict[str, str] = {}
     visited: set[str] = set()
     entries = 0
     for root in roots:
         base_depth = root.rstrip(os.sep).count(os.sep)
         for folder, dirs, files in os.walk(root):
-            real = os.path.realpath(folder)
+            real = folders.get(folder)
+            if real is None:
+                real = folders[folder] = os.path.realpath(folder)
             if real in visited:
                 dirs[:] = []
                 continue
@@ -197,8 +214,9 @@ def inventory(roots: Iterable[str], *, shares: Mapping[str, str] | None = None,
     """
     roots = [os.path.abspath(r) for r in roots]
     inv = Inventory(roots)
-    mapper = PathMapper(roots, samba_shares(runner) if shares is None else shares, known)
-    files, inv.truncated = find_configs(roots)
+    mapper = PathMapper(roots, samba_shares(runner) if shares is None else shares, known,
+                        folders=inv.folders)
+    files, inv.truncated = find_configs(roots, folders=inv.folders)
     for path, kind in files:
         try:
             if kind == "vmcx":
@@ -212,7 +230,7 @@ def inventory(roots: Iterable[str], *, shares: Mapping[str, str] | None = None,
         for drive in cfg.drives:
             mapping = mapper.map(drive.pathname)
             if mapping is not None:
-                inv.by_file.setdefault(_key(mapping.local_path), []).append(
+                inv.by_file.setdefault(inv.key(mapping.local_path), []).append(
                     (cfg, drive, mapping))
     return inv
 
@@ -252,11 +270,6 @@ def owner_of(chain_paths: Sequence[str], roots: Iterable[str] | None = None, *,
              runner: Runner | None = None) -> VmAttachment | None:
     """The VM attachment using the chain (its checkpoints included), or ``None``."""
     return lookup(chain_paths, roots, shares=shares, runner=runner).attachment
-
-
-def _key(path: str) -> str:
-    path = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _attachment(cfg: VmConfig, drive: Drive, mapping: PathMapping) -> VmAttachment:

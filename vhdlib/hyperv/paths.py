@@ -154,14 +154,20 @@ class PathMapper:
     """
 
     def __init__(self, roots: Iterable[str], shares: Mapping[str, str] | None = None,
-                 known: Iterable[str] = ()) -> None:
+                 known: Iterable[str] = (), folders: dict[str, str] | None = None) -> None:
         self.roots = list(dict.fromkeys(os.path.realpath(r) for r in roots))
         self.shares = {name.casefold(): path for name, path in (shares or {}).items()}
         self._share_names = {name.casefold(): name for name in (shares or {})}
         self.known: dict[str, set[str]] = {}
+        # One realpath per folder (a scan knows 10,000 files in 2,000 folders); ``folders``
+        # is the caller's cache of them, shared with its own lookups.
+        folders = {} if folders is None else folders
         for path in known:
-            real = _real(path)
-            self.known.setdefault(os.path.dirname(real), set()).add(os.path.basename(real))
+            folder, name = os.path.split(os.path.abspath(path))
+            real = folders.get(folder)
+            if real is None:
+                real = folders[folder] = os.path.realpath(folder)
+            self.known.setdefault(real, set()).add(name)
         self._listings: dict[str, list[str]] = {}
 
     def share_for(self, local: str) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from vhdlib import formats, journal
+from vhdlib import fileio, formats, journal
 from vhdlib.chain import Disk, check_sizes
 from vhdlib.chain import open as open_disk
 from vhdlib.errors import ImageError, InternalError, UsageError
@@ -188,17 +188,19 @@ class CopyOperation(Operation[CopyState]):
         self.open_files()
 
     def _walk_windows(self, budget: int, deadline: float,
-                      visit: Callable[[int], int]) -> bool:
-        """Visit windows from the cursor until the budget or deadline; ``visit(index)``
-        returns the bytes it read. True when the last window is done (phase advanced)."""
+                      visit: Callable[[int], windows.WindowResult]) -> bool:
+        """Visit windows from the cursor until the budget or deadline; the budget counts
+        the bytes ``visit(index)`` really read (a window of dropped blocks costs next to
+        nothing), progress the DATA bytes it covered. True when the last window is done
+        (phase advanced)."""
         assert self.source is not None
         total = windows.window_count(self.source.virtual_size)
         index = int(self.state.cursor)
         spent = 0
         while index < total and spent < budget and time.monotonic() < deadline:
-            read = visit(index)
-            spent += read
-            self.add_done(read)
+            done = visit(index)
+            spent += done.io
+            self.add_done(done.read)
             index += 1
         self.update(cursor=index)
         if index < total:
@@ -209,13 +211,13 @@ class CopyOperation(Operation[CopyState]):
     def _copy(self, budget: int, deadline: float) -> None:
         assert self.source is not None and self.out is not None
         source, out = self.source, self.out
+        sink = _WritebackSink(out)
 
-        def copy(index: int) -> int:
-            crc, read, _ = windows.process_window(source, index, out.write, self._buf,
-                                                  drop=self._drop)
-            if read:
-                self.update(digests={**self.state.digests, str(index): crc})
-            return read
+        def copy(index: int) -> windows.WindowResult:
+            done = windows.process_window(source, index, sink, self._buf, drop=self._drop)
+            if done.read:
+                self.update(digests={**self.state.digests, str(index): done.digest})
+            return done
 
         verifier = self._background_verifier()
         try:
@@ -231,11 +233,12 @@ class CopyOperation(Operation[CopyState]):
 
     def _background_verifier(self) -> BackgroundVerifier:
         """Verify, while this chunk copies, the windows already copied and checkpointed
-        (fixed VHD and raw outputs: their bytes never move once written)."""
+        (outputs whose checkpointed bytes never change again, fixed or dynamic: see
+        :mod:`vhdlib.ops.verifier`)."""
         verified = int(self.state.verified)
         copied = int(self.state.cursor)
         spec = self.spec
-        if spec.type != "fixed" or not spec.format.verify_behind:
+        if not spec.format.verify_behind:
             copied = verified  # nothing to do in the background
         digests = self.state.digests
         return BackgroundVerifier(
@@ -261,18 +264,18 @@ class CopyOperation(Operation[CopyState]):
         with open_disk(self.state.partial, resolve_parents=False,
                        fmt=self.spec.fmt) as written:
 
-            def verify(index: int) -> int:
+            def verify(index: int) -> windows.WindowResult:
                 want = self.state.digests.get(str(index))
                 if want is None:
-                    return 0
-                crc, read, _ = windows.process_window(source, index, None, self._buf,
-                                                      read_from=written)
-                if crc != want:
+                    return windows.WindowResult(0, 0, 0, 0)
+                done = windows.process_window(source, index, None, self._buf,
+                                              read_from=written)
+                if done.digest != want:
                     raise ImageError(
                         f"verification failed: window {index} of the output reads "
-                        f"differently from the source (digest {crc:08x} != {want:08x})",
-                        path=self.state.partial)
-                return read
+                        f"differently from the source (digest {done.digest:08x} != "
+                        f"{want:08x})", path=self.state.partial)
+                return done
 
             done = self._walk_windows(budget, deadline, verify)
         if done and self.source is not None:
@@ -364,3 +367,26 @@ class ConvertOperation(CopyOperation):
     def result(self) -> dict[str, Any]:
         dest = self.state.destination
         return {"output": dest, "file_size": os.path.getsize(dest)}
+
+
+class _WritebackSink:
+    """``out.write`` that asks the kernel to start writing the output to the device every
+    :data:`WRITEBACK_BYTES` (:func:`vhdlib.fileio.start_writeback`): the device writes
+    while the next units are read, instead of all at the checkpoint's fsync. The bytes,
+    their order and the checkpoints are the same; only the timing of the writeback moves.
+    """
+
+    def __init__(self, out: Layer) -> None:
+        self.out = out
+        self.pending = 0
+
+    def __call__(self, offset: int, data: memoryview) -> None:
+        self.out.write(offset, data)
+        self.pending += len(data)
+        if self.pending >= WRITEBACK_BYTES:
+            self.pending = 0
+            fileio.start_writeback(self.out.fd)
+
+
+#: Output bytes between two writeback requests of a copy.
+WRITEBACK_BYTES = 16 << 20

@@ -283,12 +283,17 @@ class Operation(ABC, Generic[S]):
         was frozen past its lease stops here instead of rolling the cursor back.
         """
         self.flush_files()
-        if self._fence is not None:
-            on_disk = self._journal_fence()
-            if on_disk is not None and on_disk > self._fence:
-                raise FenceError(f"fence {self._fence} lost to {on_disk}; not checkpointing",
-                                 path=self.journal_path)
-        journal.save(self.journal_path, self.state.to_dict())
+        if self._fence is None:
+            journal.save(self.journal_path, self.state.to_dict())
+        else:
+            # Check and save under the fence lock: a set_fence cannot land in between
+            # (our save would roll its fence back, and we would go on as if current).
+            with journal.fence_lock(self.journal_path):
+                on_disk = self._journal_fence()
+                if on_disk is not None and on_disk > self._fence:
+                    raise FenceError(f"fence {self._fence} lost to {on_disk}; not "
+                                     "checkpointing", path=self.journal_path)
+                journal.save(self.journal_path, self.state.to_dict())
         if on_checkpoint is not None:
             on_checkpoint(self.state.to_dict())
         self.report()
@@ -306,13 +311,21 @@ class Operation(ABC, Generic[S]):
     # --- fencing ----------------------------------------------------------------------
 
     def _take_fence(self, fence: int) -> None:
-        on_disk = self._journal_fence()
-        if on_disk is not None and on_disk > fence:
-            raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
-                             path=self.journal_path)
-        self._fence = fence
-        self.update(fence=fence)
-        if self.started:
+        if not self.started:  # no journal yet: nothing to race with
+            on_disk = self._journal_fence()
+            if on_disk is not None and on_disk > fence:
+                raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
+                                 path=self.journal_path)
+            self._fence = fence
+            self.update(fence=fence)
+            return
+        with journal.fence_lock(self.journal_path):
+            on_disk = self._journal_fence()
+            if on_disk is not None and on_disk > fence:
+                raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
+                                 path=self.journal_path)
+            self._fence = fence
+            self.update(fence=fence)
             journal.save(self.journal_path, self.state.to_dict())
 
     def _journal_fence(self) -> int | None:

@@ -45,6 +45,27 @@ class Buffer:
         self.size = size
 
 
+#: Buffers of finished read-aheads, reused by the next (a copy calls :func:`read_ahead`
+#: once per window: fresh 8 MiB buffers each time cost a page fault per 4 KiB touched).
+_spare: list[Buffer] = []
+_spare_lock = threading.Lock()
+_SPARE_MAX = 8
+
+
+def _take_buffer(size: int) -> Buffer:
+    with _spare_lock:
+        for i, buf in enumerate(_spare):
+            if buf.size == size:
+                return _spare.pop(i)
+    return Buffer(size)
+
+
+def _give_back(buffers: list[Buffer]) -> None:
+    with _spare_lock:
+        _spare[:0] = buffers
+        del _spare[_SPARE_MAX:]
+
+
 def _direct_capable(layer: Layer) -> bool:
     """True when the layer's bytes are exactly its file's (no in-memory overlay)."""
     return layer.reads_file_bytes
@@ -126,8 +147,9 @@ def read_ahead(disk: Disk, units: Iterable[Unit], unit_size: int, *,
     second thread. A buffer is reused once the consumer asks for the next unit."""
     free: queue.Queue[Buffer] = queue.Queue()
     full: queue.Queue[object] = queue.Queue()
-    for _ in range(depth + 1):
-        free.put(Buffer(unit_size))
+    buffers = [_take_buffer(unit_size) for _ in range(depth + 1)]
+    for b in buffers:
+        free.put(b)
     stop = threading.Event()
     direct = DirectFiles(disk)
 
@@ -163,3 +185,5 @@ def read_ahead(disk: Disk, units: Iterable[Unit], unit_size: int, *,
         stop.set()
         thread.join()
         direct.close()
+        # The thread is gone and the consumer asked for no more: no one holds them now.
+        _give_back(buffers)

@@ -23,6 +23,7 @@ import errno
 import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
@@ -244,20 +245,33 @@ def _kept(start: int, end: int, drop: DropRanges | None) -> Iterator[tuple[int, 
         yield pos, end
 
 
+class WindowResult(NamedTuple):
+    """What :func:`process_window` did with one window."""
+
+    #: The window's digest (CRC-32C over ``(offset, bytes)`` of its non-zero runs).
+    digest: int
+    #: DATA bytes of the source's map the window covers (progress and journal figures).
+    read: int
+    #: Bytes handed to the sink.
+    written: int
+    #: Bytes actually read from files (less than ``read`` where blocks are dropped,
+    #: holes skipped or, when verifying, the output stores nothing): the I/O a chunk spends.
+    io: int
+
+
 def process_window(disk: Disk, index: int, sink: Sink | None,
                    buf: bytearray | None = None,
                    read_from: Disk | None = None,
-                   drop: DropRanges | None = None) -> tuple[int, int, int]:
+                   drop: DropRanges | None = None) -> WindowResult:
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
-    Returns ``(digest, bytes_read, bytes_written)``.
     """
     crc = 0
-    read = written = 0
+    read = written = io = 0
     if read_from is None:
         reads, read = _window_plan(disk, index)
         # The next window is mapped now (its plan is ready when the walk gets there).
@@ -272,6 +286,7 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
         # Units are read a step ahead in a second thread (O_DIRECT where possible) while
         # this thread writes the previous one.
         for (off, length, _level, _fo), rbuf, base in readahead.read_ahead(disk, units, UNIT):
+            io += length
             data = rbuf.data
             mv = memoryview(data)
             try:
@@ -285,18 +300,66 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
                         piece.release()
             finally:
                 mv.release()
-        return crc, read, written
+        return WindowResult(crc, read, written, io)
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
     bufmv = memoryview(buf)
     start = index * WINDOW
     extents = _data_extents(disk, start, min(disk.virtual_size, start + WINDOW))
     for off, length, _ext in _units(extents):
-        view = bufmv[:length]
-        read_from.readinto(off, view)
         read += length
-        for a, b in _nonzero_runs(buf, off, length):
-            crc = digest_update(crc, off + a, bufmv[a:b])
-    return crc, read, written
+        for lo, hi in _stored_regions(read_from, off, length, bufmv):
+            io += hi - lo
+            for a, b in _nonzero_runs(buf, lo, hi - lo, lo - off):
+                crc = digest_update(crc, lo + a, bufmv[lo - off + a:lo - off + b])
+    return WindowResult(crc, read, written, io)
+
+
+def _stored_regions(disk: Disk, off: int, length: int,
+                    bufmv: memoryview) -> Iterator[tuple[int, int]]:
+    """Fill the parts of ``bufmv[:length]`` (disk bytes at ``off``) that can hold a
+    non-zero piece and yield them as ``(start, end)`` disk ranges, in order.
+
+    What ``disk.readinto`` would give, without reading or scanning what no layer stores
+    (a dropped or unallocated block of the output reads as zeros): the DATA extents,
+    widened to whole PIECEs (the widening zero-filled), merged where they touch. Every
+    piece outside them is a zero piece, so the runs and digest come out the same as over
+    the whole unit (the pieces keep their absolute alignment; a gap between two regions
+    holds at least one whole zero piece, which ends a run there either way).
+    """
+    end = off + length
+    zero = memoryview(_ZERO_UNIT)
+    regions: list[list[int]] = []
+    data: list[tuple[int, int, int, int]] = []
+    for ext in disk.extents(off, length):
+        if ext.kind is not ExtentKind.DATA:
+            continue
+        assert ext.layer is not None
+        data.append((ext.offset, ext.end, ext.layer, ext.file_offset))
+        lo = max(off, ext.offset // PIECE * PIECE)
+        hi = min(end, -(-ext.end // PIECE) * PIECE)
+        if regions and regions[-1][1] >= lo:
+            regions[-1][1] = max(regions[-1][1], hi)
+        else:
+            regions.append([lo, hi])
+    if not regions:
+        return
+    i = 0
+    for lo, hi in regions:
+        pos = lo
+        while pos < hi:
+            if i < len(data) and data[i][0] <= pos:
+                d_start, d_end, level, fo = data[i]
+                stop = min(d_end, hi)
+                disk.layers[level].pread_into(fo + pos - d_start,
+                                              bufmv[pos - off:stop - off])
+                pos = stop
+                if stop == d_end:
+                    i += 1
+            else:
+                stop = min(hi, data[i][0]) if i < len(data) else hi
+                bufmv[pos - off:stop - off] = zero[:stop - pos]
+                pos = stop
+        yield lo, hi
 
 
 def window_count(virtual_size: int) -> int:

@@ -26,17 +26,20 @@ from vhdlib.scan.chains import ChainFigures, attach_journals, build_chains
 from vhdlib.scan.holders import holders, samba_installed
 from vhdlib.scan.layers import LayerFigures, measure
 from vhdlib.scan.owners import attach_owners
-from vhdlib.scan.pool import PROCESS_AFTER, ProcessFeed, examine, workers
+from vhdlib.scan.pool import PROCESS_AFTER, Examined, Item, ProcessFeed, examine_all, workers
 from vhdlib.scan.reclaimable import measure as reclaim_measure
 from vhdlib.scan.volumes import DEFAULT_RESERVE, VolumeFigures, assess
 
 #: Called now and then with (files seen, disks found) while walking.
 ScanProgress = Callable[[int, int], None]
 
-#: Probes and header reads in flight: each is a few small preads (threads overlap the
-#: waits on a cold cache; the bound keeps memory flat however large the tree).
-THREADS = 32
-IN_FLIGHT = 256
+#: Threads examining files (they overlap the reads' waits on a cold cache; each file is
+#: a few preads, so more threads mostly add GIL hand-offs), files per task given to one
+#: (a future per file cost more locking than its parse), and tasks in flight (the bound
+#: keeps memory flat however large the tree).
+THREADS = 8
+BATCH = 16
+IN_FLIGHT = 32
 
 
 @dataclass
@@ -109,7 +112,8 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
     feed = ProcessFeed(workers() if processes is None else processes)
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="scan") as pool:
-            window: deque[Future[tuple[walk.Found | None, LayerFigures | str | None]]] = deque()
+            window: deque[Future[list[Examined]]] = deque()
+            batch: list[Item] = []
             for item in walk.files(real_roots):
                 if isinstance(item, walk.Found):
                     take(item, None)
@@ -119,14 +123,21 @@ def scan(roots: list[str], *, reserve: int = DEFAULT_RESERVE,
                     for got in feed.add(item):
                         take(*got)
                 else:
-                    window.append(pool.submit(examine, *item))
+                    batch.append(item)
+                    if len(batch) >= BATCH:
+                        window.append(pool.submit(examine_all, batch))
+                        batch = []
                 while len(window) >= IN_FLIGHT or (window and window[0].done()):
-                    take(*window.popleft().result())
+                    for got in window.popleft().result():
+                        take(*got)
                 if progress is not None and time.monotonic() - last > 0.2:
                     last = time.monotonic()
                     progress(files, len(disks))
+            if batch:
+                window.append(pool.submit(examine_all, batch))
             while window:
-                take(*window.popleft().result())
+                for got in window.popleft().result():
+                    take(*got)
             for got in feed.finish():
                 take(*got)
     finally:

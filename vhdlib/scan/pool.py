@@ -15,16 +15,17 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import fields
 from typing import Any
 
-from vhdlib.scan import walk
-from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan import reader, walk
+from vhdlib.scan.layers import LayerFigures
 
 #: Files examined in-process before the worker processes start (a small tree never
 #: pays for their start-up, about 0.2 s each).
 PROCESS_AFTER = 1500
 #: Paths per chunk sent to a worker.
 CHUNK = 200
-#: Threads inside each worker (its reads overlap; its parsing is one core's worth).
-WORKER_THREADS = 16
+#: Threads inside each worker (its reads overlap; its parsing is one core's worth, and
+#: more threads mostly add GIL hand-offs).
+WORKER_THREADS = 8
 
 Item = tuple[str, os.stat_result]
 Examined = tuple["walk.Found | None", "LayerFigures | str | None"]
@@ -34,11 +35,15 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def examine(path: str, st: os.stat_result) -> Examined:
-    """What the file at ``path`` is, and its figures when it is a disk."""
-    found = walk.classify(path, st)
-    if found is None or found.kind != "disk":
-        return found, None
-    return found, measure(path, found.fmt)
+    """What the file at ``path`` is, and its figures when it is a disk (the scan's
+    header-only reader, which falls back to the full path on anything unusual)."""
+    return reader.examine(path, st)
+
+
+def examine_all(items: list[Item]) -> list[Examined]:
+    """:func:`examine` of each item, in order (one task for a thread: a batch of files,
+    whose first reads overlap: :func:`~vhdlib.scan.reader.examine_all`)."""
+    return reader.examine_all(items)
 
 
 def _pack(found: walk.Found | None, fig: LayerFigures | str | None) -> tuple[Any, ...] | None:
@@ -64,7 +69,10 @@ def examine_chunk(items: list[Item]) -> list[tuple[Any, ...] | None]:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="scanw")
-    return [_pack(*r) for r in _pool.map(lambda it: examine(*it), items)]
+    # A few slices per thread (one that ends early takes the next), results in order.
+    step = -(-len(items) // (3 * WORKER_THREADS))
+    slices = [items[i:i + step] for i in range(0, len(items), step)]
+    return [_pack(*r) for done in _pool.map(examine_all, slices) for r in done]
 
 
 def workers() -> int:

@@ -37,6 +37,8 @@ MAX_ALLOC_GROUP = 64
 
 _FULL = 1  # block state cache: bitmap is all ones
 _UNUSED_PAGE = b"\xff" * 4096
+_UNUSED_VIEW = memoryview(_UNUSED_PAGE)
+_UNUSED_ENTRY = b"\xff" * 4
 _PARTIAL = 2
 
 Reader = Callable[[int, int], bytes]          # (size, offset) -> bytes
@@ -90,24 +92,8 @@ class BlockTable:
         return None if e == BAT_ENTRY_UNUSED else e * SECTOR_SIZE
 
     def used(self) -> list[int]:
-        """Indices of the entries in use. A BAT is mostly unused and can hold a million
-        entries: unused 4 KiB pages, then 64-byte runs, are skipped by one comparison
-        each; only runs holding a used entry are looked at entry by entry."""
-        entries = self.entries
-        raw = entries.tobytes()
-        used: list[int] = []
-        for off in range(0, len(raw), 4096):
-            page = raw[off:off + 4096]
-            if page == _UNUSED_PAGE[:len(page)]:
-                continue
-            for sub in range(0, len(page), 64):
-                run = page[sub:sub + 64]
-                if run == _UNUSED_PAGE[:len(run)]:
-                    continue
-                first = (off + sub) >> 2
-                used.extend(i for i in range(first, first + (len(run) >> 2))
-                            if entries[i] != BAT_ENTRY_UNUSED)
-        return used
+        """Indices of the entries in use (:func:`used_indices` of the table's bytes)."""
+        return used_indices(self.entries.tobytes())
 
     def allocated_count(self) -> int:
         return len(self.used())
@@ -127,30 +113,8 @@ class BlockTable:
     def validate(self, size: int, metadata: list[tuple[int, int]]) -> list[Problem]:
         """Entries inside the file, outside the metadata, not overlapping each other."""
         entries = self.entries
-        slots = sorted((entries[i], i) for i in self.used())
-        problems: list[Problem] = []
-        prev_end = 0
-        prev_idx = -1
-        for entry, idx in slots:
-            start = entry * SECTOR_SIZE
-            end = start + self.slot_size
-            if start + self.bitmap_size > size:
-                problems.append(Problem("bat_past_eof", f"BAT entry {idx} points to {start}, "
-                                        f"past the end of the file ({size})"))
-            elif end > size:
-                # Spec "Block Allocation Table": bitmap then block_size bytes of data; the
-                # data must lie in the file too, not only the bitmap.
-                problems.append(Problem("bat_past_eof", f"block {idx}'s data [{start}, {end}) "
-                                        f"runs past the end of the file ({size})"))
-            elif any(s < end and start < e for s, e in metadata):
-                problems.append(Problem("bat_overlaps_metadata",
-                                        f"BAT entry {idx} ({start}) overlaps the metadata"))
-            if start < prev_end:
-                problems.append(Problem("bat_overlap", f"BAT entries {prev_idx} and {idx} "
-                                        f"overlap at {start}"))
-            if end > prev_end:
-                prev_end, prev_idx = end, idx
-        return problems
+        return validate_slots(sorted((entries[i], i) for i in self.used()), size, metadata,
+                              bitmap_size=self.bitmap_size, slot_size=self.slot_size)
 
     # --- sector bitmaps ----------------------------------------------------------------
 
@@ -328,3 +292,57 @@ class BlockTable:
             self.entries[block] = entries[i]
             self._cache_bitmap(block, bitmaps[i])
         return slot
+
+
+def used_indices(raw: bytes) -> list[int]:
+    """Indices of the used entries in the BAT bytes ``raw`` (either byte order: an unused
+    entry is all ones). A BAT is mostly unused and can hold a million entries: unused 4 KiB
+    pages are skipped by one comparison each, and a page holding a used entry is halved
+    down to 64-byte runs, so only runs with a used entry are looked at entry by entry."""
+    used: list[int] = []
+    for off in range(0, len(raw), 4096):
+        page = raw[off:off + 4096]
+        if page == _UNUSED_PAGE[:len(page)]:
+            continue
+        spans = [(0, len(page))]
+        while spans:
+            lo, hi = spans.pop()
+            if page.startswith(_UNUSED_VIEW[:hi - lo], lo):
+                continue
+            if hi - lo > 64:
+                mid = lo + ((hi - lo) >> 3 << 2)  # halves, each a whole number of entries
+                spans.append((mid, hi))
+                spans.append((lo, mid))
+                continue
+            used.extend(i >> 2 for i in range(off + lo, off + hi, 4)
+                        if raw[i:i + 4] != _UNUSED_ENTRY)
+    return used
+
+
+def validate_slots(slots: list[tuple[int, int]], size: int, metadata: list[tuple[int, int]],
+                   *, bitmap_size: int, slot_size: int) -> list[Problem]:
+    """The problems of the used entries ``slots`` (``(entry, index)`` sorted) of a file of
+    ``size`` bytes: slots past its end, over the ``metadata`` ranges, or over each other."""
+    problems: list[Problem] = []
+    prev_end = 0
+    prev_idx = -1
+    for entry, idx in slots:
+        start = entry * SECTOR_SIZE
+        end = start + slot_size
+        if start + bitmap_size > size:
+            problems.append(Problem("bat_past_eof", f"BAT entry {idx} points to {start}, "
+                                    f"past the end of the file ({size})"))
+        elif end > size:
+            # Spec "Block Allocation Table": bitmap then block_size bytes of data; the
+            # data must lie in the file too, not only the bitmap.
+            problems.append(Problem("bat_past_eof", f"block {idx}'s data [{start}, {end}) "
+                                    f"runs past the end of the file ({size})"))
+        elif any(s < end and start < e for s, e in metadata):
+            problems.append(Problem("bat_overlaps_metadata",
+                                    f"BAT entry {idx} ({start}) overlaps the metadata"))
+        if start < prev_end:
+            problems.append(Problem("bat_overlap", f"BAT entries {prev_idx} and {idx} "
+                                    f"overlap at {start}"))
+        if end > prev_end:
+            prev_end, prev_idx = end, idx
+    return problems

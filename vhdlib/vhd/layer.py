@@ -57,7 +57,7 @@ from vhdlib.vhd.layout import (
     slot_position,
     valid_block_size,
 )
-from vhdlib.vhd.locators import read_locators
+from vhdlib.vhd.locators import parent_link, read_locators
 from vhdlib.vhd.structs import (
     DISK_TYPE_DIFFERENCING,
     DISK_TYPE_DYNAMIC,
@@ -231,8 +231,7 @@ class VhdLayer(Layer):
         """W2ru, W2ku, MacX locators, then the header's parent name, then a UUID search."""
         if self.disk_type is not DiskType.DIFFERENCING or self.header is None:
             return None
-        return ParentLink(self.header.parent_unique_id, list(self._locator_paths),
-                          os.path.dirname(os.path.abspath(self.path)))
+        return parent_link(self.header, self._locator_paths, self.path)
 
     def structure_checksum(self) -> str:
         """Footer checksum (and dynamic header checksum) as hex."""

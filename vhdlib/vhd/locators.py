@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
+from vhdlib.layer import ParentLink
 from vhdlib.vhd.layout import align_up
 from vhdlib.vhd.structs import (
     PLATFORM_CODE_MACX,
@@ -99,6 +100,14 @@ def read_locators(header: DynamicHeader, child_path: str, size: int,
         if base:
             scan.add(f"name {name}", os.path.join(child_dir, base))
     return scan
+
+
+def parent_link(header: DynamicHeader, candidates: list[tuple[str, str]],
+                child_path: str) -> ParentLink:
+    """How the differencing child at ``child_path`` names its parent: the header's Parent
+    Unique ID, the ``candidates`` of :func:`read_locators`, then a search of its folder."""
+    return ParentLink(header.parent_unique_id, list(candidates),
+                      os.path.dirname(os.path.abspath(child_path)))
 
 
 def utf16le(text: str) -> bytes:

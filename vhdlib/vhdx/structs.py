@@ -99,16 +99,25 @@ class StructError(ValueError):
     """A structure does not parse (bad signature, length, count). Translated by callers."""
 
 
+#: The spec's fixed GUIDs by their on-disk bytes: every file names them, and a UUID costs
+#: more to build than to look up (UUIDs are immutable, so one instance serves all).
+_KNOWN_GUIDS = {g.bytes_le: g for g in (
+    BAT_REGION_GUID, METADATA_REGION_GUID, FILE_PARAMETERS_GUID, VIRTUAL_DISK_SIZE_GUID,
+    PAGE83_DATA_GUID, LOGICAL_SECTOR_SIZE_GUID, PHYSICAL_SECTOR_SIZE_GUID, PARENT_LOCATOR_GUID,
+    VHDX_PARENT_LOCATOR_TYPE_GUID, ZERO_GUID)}
+
+
 def guid(b: bytes) -> UUID:
     """A GUID from its 16 on-disk bytes (Windows mixed-endian layout)."""
-    return UUID(bytes_le=bytes(b))
+    raw = bytes(b)
+    known = _KNOWN_GUIDS.get(raw)
+    return known if known is not None else UUID(bytes_le=raw)
 
 
 def _crc_with_zeroed(data: bytes | bytearray, at: int) -> int:
     """CRC-32C of ``data`` with the 4-byte checksum field at ``at`` counted as zero (2.2.2)."""
-    buf = bytearray(data)
-    buf[at:at + 4] = b"\0\0\0\0"
-    return crc32c(buf)
+    view = memoryview(data)
+    return crc32c(view[at + 4:], crc32c(b"\0\0\0\0", crc32c(view[:at])))
 
 
 # --- file identifier (2.2.1) -----------------------------------------------------------------

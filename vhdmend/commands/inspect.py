@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import vhdlib
 from vhdmend.commands.common import add_json, add_lenient, common_parent
-from vhdmend.output import emit_json, print_mapping, print_volumes
-from vhdmend.sizes import human_size
+from vhdmend.output import emit_json, print_info, print_volumes
 
 NAMES = ("info", "map", "check")
 
@@ -61,21 +59,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         if "volumes" in info:
             print_volumes(info["volumes"])
     return 0
-
-
-def print_info(info: dict[str, Any]) -> None:
-    """The top layer's description, then the chain newest first."""
-    print_mapping(info, skip=("chain", "warnings"))
-    chain = info.get("chain") or []
-    if len(chain) > 1 or (chain and chain[0].get("path") != info.get("path")):
-        print(f"chain ({len(chain)} files, newest first):")
-        for i, layer in enumerate(chain):
-            print(f"  [{i}] {layer.get('path')}  {layer.get('format')} {layer.get('type')}  "
-                  f"file {human_size(int(layer.get('file_size', 0)))}, "
-                  f"allocated {human_size(int(layer.get('allocated_bytes', 0)))}")
-    for layer in chain:
-        for w in layer.get("warnings") or []:
-            print(f"warning: {layer.get('path')}: {w}", file=sys.stderr)
 
 
 # --- map ------------------------------------------------------------------------------------

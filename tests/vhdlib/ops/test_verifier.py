@@ -73,3 +73,66 @@ def test_a_corrupted_window_is_caught_behind_the_copy(tmp_path: Path,
     # The chain is untouched and nothing was published.
     assert read_all(chain.newest) == chain.ref
     assert not os.path.exists(tmp_path / "o.vhd")
+
+
+@pytest.mark.parametrize("out_fmt", ["vhd", "vhdx"])
+def test_dynamic_outputs_are_verified_behind_the_copy(tmp_path: Path, small_windows: None,
+                                                      out_fmt: str) -> None:
+    # A dynamic output's blocks are appended and never move: it is verified behind the
+    # copy too, opened at each checkpoint (VHDX: with the log of the open session).
+    chain = build_chain(tmp_path, "vhd", size=16 * MiB, writes=80)
+    out = tmp_path / f"o.{out_fmt}"
+    op = ops.prepare("convert", str(chain.newest), str(out), type="dynamic",
+                     block_size=MiB)
+    seen: list[tuple[str, int, int]] = []
+
+    def checkpoint(state: dict[str, Any]) -> None:
+        seen.append((state["phase"], int(state.get("verified", 0)), int(state["cursor"])))
+
+    op.run(on_checkpoint=checkpoint, chunk_bytes=64 << 10)
+    during_copy = [v for phase, v, _ in seen if phase == "copy"]
+    assert during_copy and max(during_copy) > 0
+    assert all(v <= c for phase, v, c in seen if phase == "copy")
+    assert read_all(out) == chain.ref
+
+
+@pytest.mark.parametrize("out_fmt", ["vhd", "vhdx"])
+def test_a_corrupted_dynamic_window_is_caught_behind_the_copy(
+        tmp_path: Path, small_windows: None, out_fmt: str) -> None:
+    chain = build_chain(tmp_path, "vhd", size=16 * MiB, writes=80)
+    out = tmp_path / f"o.{out_fmt}"
+    partial = str(out) + ".vhdmend-partial"
+    op = ops.prepare("convert", str(chain.newest), str(out), type="dynamic",
+                     block_size=MiB)
+    corrupted: list[int] = []
+
+    def checkpoint(state: dict[str, Any]) -> None:
+        # A checkpointed window not verified yet: flip a stored byte of it in the file.
+        verified, cursor = int(state.get("verified", 0)), int(state["cursor"])
+        if state["phase"] != "copy" or corrupted or verified >= cursor:
+            return
+        import vhdlib
+        with vhdlib.open(partial, resolve_parents=False, fmt=out_fmt) as written:
+            for w in range(verified, cursor):
+                if not state["digests"].get(str(w)):
+                    continue
+                hit = next((e for e in written.extents(w * MiB, MiB)
+                            if e.kind is ExtentKind.DATA), None)
+                if hit is None:
+                    continue
+                assert hit.file_offset is not None
+                with open(partial, "r+b") as f:
+                    f.seek(hit.file_offset)
+                    byte = f.read(1)
+                    f.seek(hit.file_offset)
+                    f.write(bytes([byte[0] ^ 0xFF]))
+                corrupted.append(w)
+                return
+
+    with pytest.raises(ImageError, match="verification failed: window"):
+        op.run(on_checkpoint=checkpoint, chunk_bytes=64 << 10)
+    assert corrupted
+    from vhdlib import journal
+    assert journal.load(op.journal_path)["phase"] == "copy"
+    assert read_all(chain.newest) == chain.ref
+    assert not out.exists()

@@ -47,13 +47,12 @@ export function jobsList(view, params) {
   let page = 0;
   async function load() {
     const q = new URLSearchParams({ limit: "20" });
-    for (const k of ["state", "host", "external_ref"]) if (params.get(k)) q.set(k, params.get(k));
+    for (const k of ["state", "host", "type", "external_ref"]) if (params.get(k)) q.set(k, params.get(k));
     if (tokens[page]) q.set("page_token", tokens[page]);
     let data;
     try { data = await api(`/v1/jobs?${q}`); } catch (e) { list.replaceChildren(errorBox(e)); return; }
     tokens[page + 1] = data.next_page_token || null;
-    // The API filters by state, host and ref; the type filter applies to the page shown.
-    const items = type ? data.items.filter((j) => j.type === type) : data.items;
+    const items = data.items;
     list.replaceChildren(items.length ? h("table", { class: "jobs" },
       h("thead", {}, h("tr", {}, ["Job", "Type", "Host", "Target", "State", "Progress", "Ref", "Created"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, items.map((j) => h("tr", { "data-job": j.id },

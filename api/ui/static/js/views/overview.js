@@ -45,7 +45,7 @@ function hostsTable(items) {
   return h("table", { class: "hosts" },
     h("thead", {}, h("tr", {}, ["Host", "Last heartbeat", "Workers", "Roots", "Running"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, items.map((x) => {
-      const stale = ageOf(x.last_heartbeat) > STALE_SECONDS;
+      const stale = x.state ? x.state === "stale" : ageOf(x.last_heartbeat) > STALE_SECONDS;
       return h("tr", { "data-host": x.host, class: stale ? "stale" : "" },
         h("td", {}, x.host),
         h("td", {}, ago(x.last_heartbeat), stale ? h("span", { class: "flag" }, " stale") : null),

@@ -60,16 +60,24 @@ function planSection(plan) {
 export function volumePage(view, id) {
   const body = h("div", {});
   view.append(h("p", {}, link("/ui/", "← Overview")), body);
-  let first = true;
+  // Built once: the plan (its buttons are never redrawn or moved under the operator's
+  // pointer or keyboard focus) and the slots the polls refresh around it.
+  const head = h("div", {}), plot = h("div", {}), chains = h("div", {});
+  let planEl = null;
   return poll(async () => {
     let v;
     try { v = await api(`/v1/volumes/${encodeURIComponent(id)}`); } catch (e) {
-      body.replaceChildren(h("h1", {}, "Volume"), errorBox(e)); return;
+      if (!planEl) body.replaceChildren(h("h1", {}, "Volume"), errorBox(e));
+      return;
     }
-    // The plan's buttons are not redrawn under the operator's pointer: refresh the rest.
-    const planEl = first ? h("div", { id: "plan" }, planSection(v.plan)) : body.querySelector("#plan");
-    first = false;
-    body.replaceChildren(
+    if (!planEl) {
+      planEl = h("div", { id: "plan" }, planSection(v.plan));
+      body.replaceChildren(head,
+        h("section", { "aria-labelledby": "h-plot" }, h("h2", { id: "h-plot" }, "Free space"), plot),
+        h("section", { "aria-labelledby": "h-plan" }, h("h2", { id: "h-plan" }, "Plan"), planEl),
+        h("section", { "aria-labelledby": "h-chains" }, h("h2", { id: "h-chains" }, "Chains by growth"), chains));
+    }
+    head.replaceChildren(
       h("h1", {}, "Volume ", (v.roots || []).join(", "), " on ", v.host, " ", riskBadge(h, v.risk)),
       h("dl", { class: "facts" },
         h("dt", {}, "Free"), h("dd", {}, `${bytes(v.free_bytes)} of ${bytes(v.total_bytes)} (reserve ${bytes(v.reserve_bytes)})`),
@@ -78,11 +86,10 @@ export function volumePage(view, id) {
         h("dt", {}, "Time to full"), h("dd", {}, v.seconds_to_full === null ? "not filling" : duration(v.seconds_to_full)),
         h("dt", {}, "Why"), h("dd", {}, (v.reasons || []).join("; ") || "–"),
         h("dt", {}, "Scanned"), h("dd", {}, `${when(v.scanned_at)} (${v.scan_seconds.toFixed(2)} s)`),
-        h("dt", {}, "Id"), h("dd", { class: "mono" }, v.id)),
-      h("section", { "aria-labelledby": "h-plot" }, h("h2", { id: "h-plot" }, "Free space"), freeSpacePlot(v),
-        h("p", { class: "legend small" }, h("span", { class: "key key-free" }), " free ", h("span", { class: "key key-projection" }), " projection ",
-          h("span", { class: "key key-reserve" }), " reserve ", h("span", { class: "key key-ceiling" }), " growth ceiling")),
-      h("section", { "aria-labelledby": "h-plan" }, h("h2", { id: "h-plan" }, "Plan"), planEl),
-      h("section", { "aria-labelledby": "h-chains" }, h("h2", { id: "h-chains" }, "Chains by growth"), chainsTable(v.chains || [])));
+        h("dt", {}, "Id"), h("dd", { class: "mono" }, v.id)));
+    plot.replaceChildren(freeSpacePlot(v),
+      h("p", { class: "legend small" }, h("span", { class: "key key-free" }), " free ", h("span", { class: "key key-projection" }), " projection ",
+        h("span", { class: "key key-reserve" }), " reserve ", h("span", { class: "key key-ceiling" }), " growth ceiling"));
+    chains.replaceChildren(chainsTable(v.chains || []));
   }, 5000);
 }
