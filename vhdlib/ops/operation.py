@@ -9,7 +9,6 @@ journal, which is why a resumed run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -18,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, ClassVar, Generic, TypeVar
 
-from vhdlib import inuse, journal
+from vhdlib import fileio, inuse, journal
 from vhdlib.errors import (
     Cancelled,
     ChangedInputError,
@@ -245,7 +244,7 @@ class Operation(ABC, Generic[S]):
                 f"'vhdmend resume {self.journal_path}'", path=e.path, needed=e.needed,
                 available=e.available) from e
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if fileio.is_full_volume(e):
                 raise InsufficientSpaceError(
                     f"volume full while writing ({e.strerror}); the journal is kept: free "
                     f"space and run 'vhdmend resume {self.journal_path}'",
