@@ -44,3 +44,27 @@ def test_the_page_carries_no_data(client) -> None:
     # The server renders nothing but the shell: everything comes from /v1 with a token.
     page = client.get("/ui/volumes/x").data.decode()
     assert "<table" not in page and "h1" in page
+
+
+def test_the_pages_action_buttons_follow_the_states_table() -> None:
+    """jobs.js keeps a copy of which states allow cancel, pause and resume (a button the API
+    would answer 409 to must not be offered, nor one it allows hidden): it must equal
+    service/states.py's action table."""
+    from service import states
+
+    js = resources.files("api.ui").joinpath("static/js/views/jobs.js").read_text()
+    block = re.search(r"const ACTIONS = \{(.*?)\n\};", js, re.S)
+    assert block, "jobs.js no longer declares ACTIONS"
+    page = {name: set(re.findall(r'"(\w+)"', body))
+            for name, body in re.findall(r"(\w+): new Set\(\[(.*?)\]\)", block.group(1))}
+    table = {}
+    for name in ("cancel", "pause", "resume"):
+        table[name] = set()
+        for state in states.STATES:
+            try:
+                states.action(name, state, has_checkpoint=False)
+            except states.Conflict:
+                continue
+            table[name].add(state)
+    assert page == table
+
