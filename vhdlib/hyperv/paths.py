@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from vhdlib.inuse import samba
+
 _DRIVE = re.compile(r"^([A-Za-z]):$")
 
 #: ``testparm -s`` is quick; a hung one must not hang a remediation.
@@ -103,23 +105,8 @@ def parse_testparm(text: str) -> dict[str, str]:
 
     Paths with ``%`` substitutions (``%U``, ``%S``) depend on the connecting user: skipped.
     """
-    shares: dict[str, str] = {}
-    section: str | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or section is None or section.lower() == "global":
-            continue
-        if key.strip().lower() == "path":
-            value = value.strip()
-            if value.startswith("/") and "%" not in value:
-                shares[section] = os.path.normpath(value)
-    return shares
+    return {name: os.path.normpath(path) for name, path in samba.parse_shares(text).items()
+            if path.startswith("/") and "%" not in path}
 
 
 Runner = Callable[[list[str]], str]
