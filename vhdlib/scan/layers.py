@@ -14,7 +14,7 @@ from typing import Any
 
 from vhdlib.errors import VhdlibError
 from vhdlib.formats import open_layer
-from vhdlib.layer import Layer
+from vhdlib.layer import Layer, ParentLink
 
 
 @dataclass(slots=True)
@@ -80,12 +80,17 @@ def figures_of(layer: Layer) -> LayerFigures:
         nlink=st.st_nlink, mtime=st.st_mtime, link_id=str(layer.link_id),
         warnings=list(layer.warnings))
     if link is not None:
-        fig.parent_id = str(link.expected_id)
-        fig.parent_alternate_ids = tuple(str(i) for i in link.alternate_ids)
-        fig.parent_candidates = tuple(link.candidates)
-        fig.search_dir = link.search_dir and os.path.abspath(link.search_dir)
-        fig.search_suffixes = tuple(link.search_suffixes)
+        attach_link(fig, link)
     return fig
+
+
+def attach_link(fig: LayerFigures, link: ParentLink) -> None:
+    """Record where ``link`` says the layer's parent is (and how to search for it)."""
+    fig.parent_id = str(link.expected_id)
+    fig.parent_alternate_ids = tuple(str(i) for i in link.alternate_ids)
+    fig.parent_candidates = tuple(link.candidates)
+    fig.search_dir = link.search_dir and os.path.abspath(link.search_dir)
+    fig.search_suffixes = tuple(link.search_suffixes)
 
 
 def measure(path: str, fmt: str | None = None) -> LayerFigures | str:

@@ -28,7 +28,7 @@ from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
 from vhdlib.layer import DiskType, ParentLink, hole_bytes
 from vhdlib.scan import walk
-from vhdlib.scan.layers import LayerFigures, measure
+from vhdlib.scan.layers import LayerFigures, attach_link, measure
 from vhdlib.vhd import structs as V
 from vhdlib.vhd.bat import used_indices, validate_slots
 from vhdlib.vhd.footers import choose_footer
@@ -369,11 +369,7 @@ def _figures(path: str, fmt: str, dtype: DiskType, virtual: int, block: int,
         max_bytes=most, device=st.st_dev, inode=st.st_ino, nlink=st.st_nlink,
         mtime=st.st_mtime, link_id=link_id)
     if link is not None:
-        fig.parent_id = str(link.expected_id)
-        fig.parent_alternate_ids = tuple(str(i) for i in link.alternate_ids)
-        fig.parent_candidates = tuple(link.candidates)
-        fig.search_dir = link.search_dir and os.path.abspath(link.search_dir)
-        fig.search_suffixes = tuple(link.search_suffixes)
+        attach_link(fig, link)
     return fig
 
 
