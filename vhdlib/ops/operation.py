@@ -9,6 +9,7 @@ journal, which is why a resumed run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -310,22 +311,17 @@ class Operation(ABC, Generic[S]):
     # --- fencing ----------------------------------------------------------------------
 
     def _take_fence(self, fence: int) -> None:
-        if not self.started:  # no journal yet: nothing to race with
+        # Before the first save there is no journal to race with, so no lock either
+        lock = journal.fence_lock(self.journal_path) if self.started else contextlib.nullcontext()
+        with lock:
             on_disk = self._journal_fence()
             if on_disk is not None and on_disk > fence:
                 raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
                                  path=self.journal_path)
             self._fence = fence
             self.update(fence=fence)
-            return
-        with journal.fence_lock(self.journal_path):
-            on_disk = self._journal_fence()
-            if on_disk is not None and on_disk > fence:
-                raise FenceError(f"fence {fence} is stale: the journal holds fence {on_disk}",
-                                 path=self.journal_path)
-            self._fence = fence
-            self.update(fence=fence)
-            journal.save(self.journal_path, self.state.to_dict())
+            if self.started:
+                journal.save(self.journal_path, self.state.to_dict())
 
     def _journal_fence(self) -> int | None:
         if not os.path.exists(self.journal_path):
