@@ -7,13 +7,13 @@ kept per window: computed while writing, and recomputed from a re-read of the ou
 verify it. Windows are the checkpoint granularity, so a resumed copy redoes at most the
 windows after the last checkpoint and ends bit-identical.
 
-Speed (the output is the same either way): while window ``i`` is copied the kernel is
-asked to read window ``i + 1``'s source ranges ahead (``posix_fadvise`` WILLNEED), so
-reading the chain overlaps the output's writeback at the checkpoint that follows; units
-are read straight from the layer that holds them (the map is already known) into one
-reused buffer; PIECE-aligned parts of a source extent that lie in a hole of its file
-(sparse files: a merged VHDX block is mostly holes) are not read at all, as they are
-zero pieces.
+Speed (the output is the same either way): a copy's units are planned and read ahead in
+one second thread (:class:`CopyStream`, O_DIRECT where possible) across windows and
+across the checkpoints between chunks, so the device keeps reading while the output is
+written, digested and fsynced; units are read straight from the layer that holds them
+(the map is already known); PIECE-aligned parts of a source extent that lie in a hole of
+its file (sparse files: a merged VHDX block is mostly holes) are not read at all, as they
+are zero pieces.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, cast
 
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
+from vhdlib.errors import InternalError
 from vhdlib.extents import Extent, ExtentKind
 from vhdlib.layer import Layer
 from vhdlib.ops import readahead
@@ -69,9 +69,6 @@ Read = tuple[int, int, int, int]
 #: A window's plan: its reads (holes left out) and the DATA bytes it covers.
 WindowPlan = tuple[list[Read], int]
 
-#: Per source disk, the next window's plan, mapped (and prefetched) ahead.
-_ahead: weakref.WeakKeyDictionary[Disk, tuple[int, WindowPlan]] = \
-    weakref.WeakKeyDictionary()
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
@@ -170,28 +167,6 @@ def _plan_window(disk: Disk, index: int) -> WindowPlan:
     return reads, covered
 
 
-def _window_plan(disk: Disk, index: int) -> WindowPlan:
-    """Window ``index``'s plan, from the look-ahead when it was mapped already."""
-    ahead = _ahead.pop(disk, None)
-    if ahead is not None and ahead[0] == index:
-        return ahead[1]
-    plan = _plan_window(disk, index)
-    if not readahead.ENABLED:
-        _prefetch(disk, plan[0])
-    return plan
-
-
-def _look_ahead(disk: Disk, index: int, *, prefetch: bool = True) -> None:
-    """Map window ``index`` now (and, with ``prefetch``, ask the kernel to start reading
-    it into the page cache: only useful when reads go through it)."""
-    if index * WINDOW >= disk.virtual_size:
-        return
-    plan = _plan_window(disk, index)
-    if prefetch:
-        _prefetch(disk, plan[0])
-    _ahead[disk] = (index, plan)
-
-
 def _nonzero_runs(buf: bytearray, offset: int, n: int | None = None,
                   base: int = 0) -> Iterator[tuple[int, int]]:
     """Runs ``(start, end)`` (relative to ``base``) of non-zero PIECE-aligned pieces of
@@ -259,48 +234,134 @@ class WindowResult(NamedTuple):
     io: int
 
 
+class CopyStream:
+    """The source units of windows ``first``, ``first + 1``, ... for a copy, planned and
+    read ahead in one second thread across window boundaries (and across the checkpoints
+    between a run's chunks): the device keeps reading while this thread writes, digests
+    and fsyncs, instead of draining the pipeline at every window.
+
+    Only the read-ahead thread touches ``disk`` (plans and reads), so the layers' caches
+    stay single-threaded. Windows must be asked for in order from ``first``; reading ahead
+    past where a chunk stops costs a little I/O, never a byte of the output.
+    """
+
+    def __init__(self, disk: Disk, first: int, drop: DropRanges | None,
+                 stop: int | None = None) -> None:
+        self.disk = disk
+        #: The window :meth:`window` gives next.
+        self.next = first
+        total = window_count(disk.virtual_size)
+        stop = total if stop is None else min(stop, total)
+        self._items = readahead.read_ahead(disk, self._units(first, stop, drop), UNIT)
+        self._peeked: tuple[Read, readahead.Buffer, int] | readahead.Marker | None = None
+
+    def _units(self, first: int, stop: int, drop: DropRanges | None
+               ) -> Iterator[Read | readahead.Marker]:
+        for index in range(first, stop):
+            reads, covered = _plan_window(self.disk, index)
+            if not readahead.ENABLED:
+                # Reads go through the page cache: let the kernel read the window ahead.
+                _prefetch(self.disk, reads)
+            if drop:
+                reads = _less_drop(reads, drop)
+            yield readahead.Marker((index, covered))
+            yield from _read_units(reads)
+
+    def _take(self) -> tuple[Read, readahead.Buffer, int] | readahead.Marker | None:
+        item, self._peeked = self._peeked, None
+        if item is None:
+            item = next(self._items, None)
+        return item
+
+    def window(self, index: int) -> tuple[int, Iterator[tuple[Read, readahead.Buffer, int]]]:
+        """``(DATA bytes covered, the window's units with their buffers)``; each buffer is
+        valid until the next unit is asked for."""
+        marker = self._take()
+        at = cast(tuple[int, int], marker.value) if isinstance(marker, readahead.Marker) \
+            else None
+        if at is None or at[0] != index:
+            raise InternalError(f"copy stream out of order: window {index} asked, "
+                                f"{self.next} expected")
+        self.next = index + 1
+        return at[1], self._window_units()
+
+    def _window_units(self) -> Iterator[tuple[Read, readahead.Buffer, int]]:
+        while True:
+            item = self._take()
+            if item is None:
+                return
+            if isinstance(item, readahead.Marker):
+                self._peeked = item
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (idempotent)."""
+        self._items.close()
+
+
+def _less_drop(reads: list[Read], drop: DropRanges) -> list[Read]:
+    """``reads`` less the dropped byte ranges: those are neither written nor digested,
+    so not read either."""
+    return [(a, b - a, level, fo + a - off) for off, length, level, fo in reads
+            for a, b in _kept(off, off + length, drop)]
+
+
+def _read_units(reads: list[Read]) -> Iterator[Read]:
+    """A window's reads cut into I/O units."""
+    return ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
+            for pos, n in _cut(off, off + length))
+
+
+def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sink | None,
+                  drop: DropRanges | None) -> tuple[int, int, int]:
+    """Digest (and hand to ``sink``) the non-zero, kept runs of read units: ``(crc,
+    written, io)``."""
+    crc = written = io = 0
+    for (off, length, _level, _fo), rbuf, base in items:
+        io += length
+        data = rbuf.data
+        mv = memoryview(data)
+        try:
+            for run_a, run_b in _nonzero_runs(data, off, length, base):
+                for a, b in _kept(off + run_a, off + run_b, drop):
+                    piece = mv[base + a - off:base + b - off]
+                    crc = digest_update(crc, a, piece)
+                    if sink is not None:
+                        sink(a, piece)
+                        written += b - a
+                    piece.release()
+        finally:
+            mv.release()
+    return crc, written, io
+
+
 def process_window(disk: Disk, index: int, sink: Sink | None,
                    buf: bytearray | None = None,
                    read_from: Disk | None = None,
-                   drop: DropRanges | None = None) -> WindowResult:
+                   drop: DropRanges | None = None,
+                   stream: CopyStream | None = None) -> WindowResult:
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
+    ``stream`` (copy only) supplies the window's units, read ahead across windows; it must
+    have been made with the same ``drop`` (without it the window is read on its own).
     """
-    crc = 0
-    read = written = io = 0
     if read_from is None:
-        reads, read = _window_plan(disk, index)
-        # The next window is mapped now (its plan is ready when the walk gets there).
-        _look_ahead(disk, index + 1, prefetch=not readahead.ENABLED)
-        if drop:
-            # Dropped bytes are neither written nor digested: not read either (the
-            # reported ``read`` stays the plan's DATA bytes, so journals are unchanged).
-            reads = [(a, b - a, level, fo + a - off) for off, length, level, fo in reads
-                     for a, b in _kept(off, off + length, drop)]
-        units = ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
-                 for pos, n in _cut(off, off + length))
-        # Units are read a step ahead in a second thread (O_DIRECT where possible) while
-        # this thread writes the previous one.
-        for (off, length, _level, _fo), rbuf, base in readahead.read_ahead(disk, units, UNIT):
-            io += length
-            data = rbuf.data
-            mv = memoryview(data)
-            try:
-                for run_a, run_b in _nonzero_runs(data, off, length, base):
-                    for a, b in _kept(off + run_a, off + run_b, drop):
-                        piece = mv[base + a - off:base + b - off]
-                        crc = digest_update(crc, a, piece)
-                        if sink is not None:
-                            sink(a, piece)
-                            written += b - a
-                        piece.release()
-            finally:
-                mv.release()
+        own = stream is None
+        if stream is None:
+            stream = CopyStream(disk, index, drop, stop=index + 1)
+        try:
+            read, items = stream.window(index)
+            crc, written, io = _digest_units(items, sink, drop)
+        finally:
+            if own:
+                stream.close()
         return WindowResult(crc, read, written, io)
+    crc = read = written = io = 0
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
     bufmv = memoryview(buf)
     start = index * WINDOW
