@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from vhdlib import fileio
@@ -15,6 +16,42 @@ from vhdlib.vhdx import structs as S
 MiB = S.MiB
 _HEADER_OFFSETS = (S.HEADER1_OFFSET, S.HEADER2_OFFSET)
 _TABLE_OFFSETS = (S.REGION_TABLE1_OFFSET, S.REGION_TABLE2_OFFSET)
+
+
+class _Checksummed(Protocol):
+    @property
+    def valid(self) -> bool: ...
+
+
+C = TypeVar("C", bound=_Checksummed)
+
+
+def _two_copies(head: bytes, offsets: tuple[int, int], size: int,
+                parse: Callable[[bytes], C], *, name: str, code: str, refused: str,
+                warned: str, lenient: bool, path: str, problems: list[Problem],
+                warnings: list[str]) -> tuple[list[C | None], list[C]]:
+    """Parse both copies of a structure kept twice (the headers, 2.2.2; the region tables,
+    2.2.3): each missing or damaged one is a ``code`` problem (repairable from a valid one).
+    Returns every copy (``None`` where unreadable) and the usable ones: the valid, else,
+    when ``lenient``, the damaged ones (``warned``); none usable is :class:`ChecksumError`."""
+    found: list[C | None] = []
+    for off in offsets:
+        try:
+            found.append(parse(head[off:off + size]))
+        except S.StructError:
+            found.append(None)
+    valid = [c for c in found if c is not None and c.valid]
+    for i, c in enumerate(found):
+        if c is None or not c.valid:
+            problems.append(Problem(code, f"{name} {i + 1} is missing or its CRC-32C is wrong",
+                                    repairable=bool(valid)))
+    if not valid:
+        damaged = [c for c in found if c is not None]
+        if not (lenient and damaged):
+            raise ChecksumError(refused, path=path)
+        warnings.append(warned)
+        valid = damaged
+    return found, valid
 
 
 class HeaderPair:
@@ -39,25 +76,11 @@ class HeaderPair:
     def load(cls, head: bytes, *, file_size: int, lenient: bool, path: str,
              problems: list[Problem], warnings: list[str]) -> HeaderPair:
         """2.2.2: parse both, report the damaged ones, check the current one."""
-        found: list[S.Header | None] = []
-        for off in _HEADER_OFFSETS:
-            try:
-                found.append(S.Header.parse(head[off:off + S.HEADER_SIZE]))
-            except S.StructError:
-                found.append(None)
-        valid = [h for h in found if h is not None and h.valid]
-        for i, h in enumerate(found):
-            if h is None or not h.valid:
-                problems.append(Problem(
-                    "header_checksum", f"header {i + 1} is missing or its CRC-32C is wrong",
-                    repairable=bool(valid)))
-        if not valid:
-            damaged = [h for h in found if h is not None]
-            if not (lenient and damaged):
-                raise ChecksumError("both VHDX headers are missing or fail their CRC-32C "
-                                    "(MS-VHDX 2.2.2)", path=path)
-            warnings.append("both headers fail their CRC-32C; using the newer one")
-            valid = damaged
+        found, valid = _two_copies(
+            head, _HEADER_OFFSETS, S.HEADER_SIZE, S.Header.parse, name="header",
+            code="header_checksum", refused="both VHDX headers are missing or fail their "
+            "CRC-32C (MS-VHDX 2.2.2)", warned="both headers fail their CRC-32C; using the "
+            "newer one", lenient=lenient, path=path, problems=problems, warnings=warnings)
         # Equal sequence numbers in two valid headers are legal: Disk2vhd writes two identical
         # headers (qemu-iotests test-disk2vhd.vhdx); either one is current then.
         h = max(valid, key=lambda h: h.sequence_number)
@@ -130,26 +153,12 @@ class RegionTables:
     @classmethod
     def load(cls, head: bytes, header: S.Header, *, file_size: int, lenient: bool,
              path: str, problems: list[Problem], warnings: list[str]) -> RegionTables:
-        tables: list[S.RegionTable | None] = []
-        for off in _TABLE_OFFSETS:
-            try:
-                tables.append(S.RegionTable.parse(head[off:off + S.REGION_TABLE_SIZE]))
-            except S.StructError:
-                tables.append(None)
-        valid = [t for t in tables if t is not None and t.valid]
-        for i, t in enumerate(tables):
-            if t is None or not t.valid:
-                problems.append(Problem(
-                    "region_table_checksum",
-                    f"region table {i + 1} is missing or its CRC-32C is wrong",
-                    repairable=bool(valid)))
-        if not valid:
-            damaged = [t for t in tables if t is not None]
-            if not (lenient and damaged):
-                raise ChecksumError("both region tables are missing or fail their CRC-32C "
-                                    "(MS-VHDX 2.2.3)", path=path)
-            warnings.append("both region tables fail their CRC-32C")
-            valid = damaged
+        tables, valid = _two_copies(
+            head, _TABLE_OFFSETS, S.REGION_TABLE_SIZE, S.RegionTable.parse,
+            name="region table", code="region_table_checksum", refused="both region tables "
+            "are missing or fail their CRC-32C (MS-VHDX 2.2.3)", warned="both region tables "
+            "fail their CRC-32C", lenient=lenient, path=path, problems=problems,
+            warnings=warnings)
         table = valid[0]
         spans: list[tuple[int, int, str]] = [(0, MiB, "headers")]
         if header.log_length:
