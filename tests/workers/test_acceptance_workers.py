@@ -32,6 +32,7 @@ from tests.workers.test_lifecycle import (
     events,
     get,
     merge_job,
+    paused_merge,
     submit,
     wait_percent,
     wait_state,
@@ -246,14 +247,7 @@ def test_compact_job_shrinks_the_base_bit_identically(stack):
 
 def test_a_paused_job_keeps_its_chain_until_it_ends(stack):
     # Given a merge paused half way (its journal describes the chain's files)
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    stack.worker()
-    stack.api()
-    a = submit(stack, merge_job(chain))
-    wait_percent(stack, a, 20)
-    assert http("POST", f"{stack.url}/v1/jobs/{a}/pause")[1]["state"] == "pausing"
-    wait_state(stack, a, "paused")
+    chain, ref, a, _ = paused_merge(stack)
     # When another job wants the same chain (a compact of its base)
     b = submit(stack, {"type": "compact", "path": f"vm1/{chain[0].name}"})
     # Then it waits, saying which paused job keeps the chain, and changes nothing

@@ -63,6 +63,19 @@ def wait_percent(stack, job_id, percent, timeout=60.0):
                     >= percent, timeout, what=f"job {job_id} at {percent}%")
 
 
+def paused_merge(stack):
+    """A merge of a fresh chain in vm1 (a new worker, through the API) paused at 20 % or
+    more: the chain, its uninterrupted reference run, the job's id and the paused job."""
+    chain = make_chain(stack.root / "vm1")
+    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
+    stack.worker()
+    stack.api()
+    job_id = submit(stack, merge_job(chain))
+    wait_percent(stack, job_id, 20)
+    assert http("POST", f"{stack.url}/v1/jobs/{job_id}/pause")[1]["state"] == "pausing"
+    return chain, ref, job_id, wait_state(stack, job_id, "paused")
+
+
 def stored_checkpoint(stack, job_id):
     """The last position the job's executions reported to Redis (phase, cursor, done)."""
     raw = stack.server.client().hget(f"{stack.prefix}:job:{job_id}", "checkpoint")
@@ -180,14 +193,7 @@ def test_cancel_between_chunks_leaves_originals_valid(stack):
 
 
 def test_pause_then_resume_finishes_bit_identical(stack):
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    stack.worker()
-    stack.api()
-    job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 20)
-    assert http("POST", f"{stack.url}/v1/jobs/{job_id}/pause")[1]["state"] == "pausing"
-    paused = wait_state(stack, job_id, "paused")
+    chain, ref, job_id, paused = paused_merge(stack)
     assert paused["checkpoint"] is True and 0 < paused["chunks"] < ref.checkpoints
     time.sleep(0.5)
     assert get(stack, job_id)["chunks"] == paused["chunks"]     # nothing runs while paused

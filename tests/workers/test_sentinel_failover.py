@@ -36,6 +36,7 @@ from tests.workers.test_lifecycle import (
     events,
     get,
     merge_job,
+    paused_merge,
     submit,
     wait_percent,
     wait_state,
@@ -207,14 +208,7 @@ def test_the_store_follows_a_failover_on_the_same_client(sentinels):
 def test_a_fence_counter_behind_the_journal_is_raised_above_it(stack):
     # Given a paused job whose journal records fence F, and a Redis that lost the fence
     # counter (increments not replicated before a failover, or a restore from an old backup)
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    stack.worker()
-    stack.api()
-    job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 20)
-    assert http("POST", f"{stack.url}/v1/jobs/{job_id}/pause")[1]["state"] == "pausing"
-    paused = wait_state(stack, job_id, "paused")
+    chain, ref, job_id, paused = paused_merge(stack)
     journal = chain[-2].with_name(chain[-2].name + ".vhdmend.json")
     on_disk = json.loads(journal.read_text())["fence"]
     assert on_disk == paused["fence"]
