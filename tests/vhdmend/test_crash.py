@@ -26,10 +26,7 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +35,13 @@ import pytest
 
 import vhdlib
 from tests import realimages
-from tests.vhdmend.helpers import cli_argv, cli_env, file_tree, run_cli
+from tests.vhdmend.helpers import Forked, cli_argv, cli_env, file_tree, run_cli
 from vhdlib import demo
 from vhdlib.ops.compact import CompactOperation
 from vhdlib.ops.convert import ConvertOperation
 from vhdlib.ops.merge import MergeOperation
 from vhdlib.ops.operation import DONE
 from vhdlib.ops.remediate import RemediateOperation
-from vhdmend import cli
 
 pytestmark = pytest.mark.slow
 
@@ -140,71 +136,11 @@ def _popen(argv: list[object]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-class Forked:
-    """``vhdmend ARGV`` in a child forked from this process: stdin and stdout on
-    /dev/null, stderr kept in a file; the subset of ``Popen`` the loops use."""
-
-    def __init__(self, argv: list[object]) -> None:
-        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by communicate)
-        self.returncode: int | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the CLI, in the child; it never returns into pytest
-            code = 70
-            try:
-                null = os.open(os.devnull, os.O_RDWR)
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                os.dup2(self._err.fileno(), 2)
-                # pytest's capture objects point elsewhere: write to the new fds 1 and 2.
-                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                for sig in (signal.SIGTERM, signal.SIGALRM):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.environ.clear()
-                os.environ.update(_env())
-                code = cli.main([str(a) for a in argv])
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException:
-                traceback.print_exc()
-                sys.stderr.flush()
-                code = 70
-            finally:
-                os._exit(code)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def communicate(self, timeout: float) -> tuple[None, bytes]:
-        """Wait for the exit (SIGKILL and fail after ``timeout`` s); return its stderr."""
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                self.returncode = -signal.SIGKILL
-                raise subprocess.TimeoutExpired(f"forked vhdmend {self.pid}", timeout)
-            time.sleep(0.0005)
-        self._err.seek(0)
-        err = self._err.read()
-        self._err.close()
-        return None, err
-
-
 Proc = subprocess.Popen[bytes] | Forked
 
 
 def _spawn(argv: list[object]) -> Forked:
-    return Forked(argv)
+    return Forked(argv, _env())
 
 
 def _finish(proc: Proc, what: str) -> None:
