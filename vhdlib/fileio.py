@@ -205,6 +205,21 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+
+
+def will_need(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start reading ``[offset, offset+length)`` of ``fd`` into the page
+    cache now, without waiting (``posix_fadvise`` WILLNEED).
+
+    Only a hint for speed: many small scattered reads (a VHD's sector bitmaps) issued at
+    once instead of one device round trip each. Where it is missing or fails it does nothing.
+    """
+    if _WILLNEED is not None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, _WILLNEED)
+
+
 def allocate(fd: int, offset: int, length: int) -> None:
     """Reserve ``[offset, offset+length)`` on the volume without writing it.
 

@@ -144,3 +144,30 @@ def test_d2v_unaligned_data_one_segment_per_block() -> None:
         segs = list(layer.segments(0, layer.virtual_size))
         assert all(s.state is SegmentState.PRESENT for s in segs)
         assert len(segs) <= 126
+
+
+def test_a_walk_over_many_blocks_hints_their_bitmaps_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold walk of a dynamic VHD's map announces every unknown allocated bitmap before
+    reading them (one read-ahead hint each, never for an unallocated block, never twice),
+    and the map it gives is the same as without hints."""
+    from vhdlib import fileio
+    from vhdlib.vhd import create
+
+    mib = 1 << 20
+    path = tmp_path / "d.vhd"
+    with create(path, 12 * mib, DiskType.DYNAMIC, uuid=UUID(int=7), timestamp=5) as layer:
+        for block in (0, 2, 3, 5):
+            layer.write(block * 2 * mib + 4096, b"\x5a" * 8192)
+    hints: list[tuple[int, int]] = []
+    monkeypatch.setattr(fileio, "will_need", lambda fd, off, n: hints.append((off, n)))
+    with open_layer(str(path)) as layer:
+        assert isinstance(layer, VhdLayer) and layer.bat is not None
+        slots = [layer.bat.entries[b] * 512 for b in (0, 2, 3, 5)]
+        segments = list(layer.segments(0, 12 * mib))
+        assert hints == [(s, 512) for s in slots]
+        list(layer.segments(0, 12 * mib))  # known now: no second hint
+        assert len(hints) == 4
+    monkeypatch.setattr(fileio, "will_need", lambda fd, off, n: None)
+    with open_layer(str(path)) as layer:
+        assert list(layer.segments(0, 12 * mib)) == segments

@@ -55,6 +55,8 @@ class CopyOperation(Operation[CopyState]):
         self.source: Disk | None = None
         self.out: Layer | None = None
         self._buf = bytearray(windows.UNIT)
+        #: The copy's read-ahead, kept from one chunk to the next (see windows.CopyStream).
+        self._stream: windows.CopyStream | None = None
 
     # --- preparation ------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class CopyOperation(Operation[CopyState]):
             self.out.flush()
 
     def close_files(self) -> None:
+        self._close_stream()
         if self.out is not None:
             self.out.close()
             self.out = None
@@ -212,9 +215,15 @@ class CopyOperation(Operation[CopyState]):
         assert self.source is not None and self.out is not None
         source, out = self.source, self.out
         sink = _WritebackSink(out)
+        cursor = int(self.state.cursor)
+        if self._stream is None or self._stream.next != cursor:
+            self._close_stream()
+            self._stream = windows.CopyStream(source, cursor, self._drop)
+        stream = self._stream
 
         def copy(index: int) -> windows.WindowResult:
-            done = windows.process_window(source, index, sink, self._buf, drop=self._drop)
+            done = windows.process_window(source, index, sink, self._buf, drop=self._drop,
+                                          stream=stream)
             if done.read:
                 self.update(digests={**self.state.digests, str(index): done.digest})
             return done
@@ -223,13 +232,20 @@ class CopyOperation(Operation[CopyState]):
         try:
             done = self._walk_windows(budget, deadline, copy)
         except BaseException:
+            self._close_stream()
             verifier.finish_quietly()
             raise
         self._collect(verifier)
         if done:
+            self._close_stream()
             self.close_output()
             # The verify phase starts where the background verification stopped.
             self.update(cursor=int(self.state.verified))
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _background_verifier(self) -> BackgroundVerifier:
         """Verify, while this chunk copies, the windows already copied and checkpointed

@@ -16,7 +16,7 @@ import errno
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import cast
 
 from vhdlib import fileio
@@ -141,10 +141,22 @@ def read_unit(disk: Disk, direct: DirectFiles | None, unit: Unit, buf: Buffer) -
 _END = object()
 
 
-def read_ahead(disk: Disk, units: Iterable[Unit], unit_size: int, *,
-               depth: int = 2) -> Iterator[tuple[Unit, Buffer, int]]:
+class Marker:
+    """An item of a unit stream that is not read: handed to the consumer in its place in
+    the order (where one window's units end and the next's begin)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def read_ahead(disk: Disk, units: Iterable[Unit | Marker], unit_size: int, *,
+               depth: int = 2
+               ) -> Generator[tuple[Unit, Buffer, int] | Marker, None, None]:
     """Yield ``(unit, buffer, start)`` in order, reading up to ``depth`` units ahead in a
-    second thread. A buffer is reused once the consumer asks for the next unit."""
+    second thread (``units`` is iterated there too). A buffer is reused once the consumer
+    asks for the next item; a :class:`Marker` is passed through, in order, unread."""
     free: queue.Queue[Buffer] = queue.Queue()
     full: queue.Queue[object] = queue.Queue()
     buffers = [_take_buffer(unit_size) for _ in range(depth + 1)]
@@ -156,6 +168,11 @@ def read_ahead(disk: Disk, units: Iterable[Unit], unit_size: int, *,
     def run() -> None:
         try:
             for unit in units:
+                if isinstance(unit, Marker):
+                    if stop.is_set():
+                        return
+                    full.put(unit)
+                    continue
                 while True:
                     if stop.is_set():
                         return
@@ -178,6 +195,9 @@ def read_ahead(disk: Disk, units: Iterable[Unit], unit_size: int, *,
                 return
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, Marker):
+                yield item
+                continue
             ready = cast(tuple[Unit, Buffer, int], item)
             yield ready
             free.put(ready[1])

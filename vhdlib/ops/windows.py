@@ -22,11 +22,12 @@ import bisect
 import errno
 import os
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, cast
 
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
+from vhdlib.errors import InternalError
 from vhdlib.extents import Extent, ExtentKind
 from vhdlib.layer import Layer
 from vhdlib.ops import readahead
@@ -259,48 +260,134 @@ class WindowResult(NamedTuple):
     io: int
 
 
+class CopyStream:
+    """The source units of windows ``first``, ``first + 1``, ... for a copy, planned and
+    read ahead in one second thread across window boundaries (and across the checkpoints
+    between a run's chunks): the device keeps reading while this thread writes, digests
+    and fsyncs, instead of draining the pipeline at every window.
+
+    Only the read-ahead thread touches ``disk`` (plans and reads), so the layers' caches
+    stay single-threaded. Windows must be asked for in order from ``first``; reading ahead
+    past where a chunk stops costs a little I/O, never a byte of the output.
+    """
+
+    def __init__(self, disk: Disk, first: int, drop: DropRanges | None) -> None:
+        self.disk = disk
+        #: The window :meth:`window` gives next.
+        self.next = first
+        self._items = readahead.read_ahead(disk, self._units(first, drop), UNIT)
+        self._peeked: tuple[Read, readahead.Buffer, int] | readahead.Marker | None = None
+
+    def _units(self, first: int, drop: DropRanges | None
+               ) -> Iterator[Read | readahead.Marker]:
+        for index in range(first, window_count(self.disk.virtual_size)):
+            reads, covered = _plan_window(self.disk, index)
+            if drop:
+                reads = _less_drop(reads, drop)
+            yield readahead.Marker((index, covered))
+            yield from _read_units(reads)
+
+    def _take(self) -> tuple[Read, readahead.Buffer, int] | readahead.Marker | None:
+        item, self._peeked = self._peeked, None
+        if item is None:
+            item = next(self._items, None)
+        return item
+
+    def window(self, index: int) -> tuple[int, Iterator[tuple[Read, readahead.Buffer, int]]]:
+        """``(DATA bytes covered, the window's units with their buffers)``; each buffer is
+        valid until the next unit is asked for."""
+        marker = self._take()
+        at = cast(tuple[int, int], marker.value) if isinstance(marker, readahead.Marker) \
+            else None
+        if at is None or at[0] != index:
+            raise InternalError(f"copy stream out of order: window {index} asked, "
+                                f"{self.next} expected")
+        self.next = index + 1
+        return at[1], self._window_units()
+
+    def _window_units(self) -> Iterator[tuple[Read, readahead.Buffer, int]]:
+        while True:
+            item = self._take()
+            if item is None:
+                return
+            if isinstance(item, readahead.Marker):
+                self._peeked = item
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (idempotent)."""
+        self._items.close()
+
+
+def _less_drop(reads: list[Read], drop: DropRanges) -> list[Read]:
+    """``reads`` less the dropped byte ranges: those are neither written nor digested,
+    so not read either."""
+    return [(a, b - a, level, fo + a - off) for off, length, level, fo in reads
+            for a, b in _kept(off, off + length, drop)]
+
+
+def _read_units(reads: list[Read]) -> Iterator[Read]:
+    """A window's reads cut into I/O units."""
+    return ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
+            for pos, n in _cut(off, off + length))
+
+
+def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sink | None,
+                  drop: DropRanges | None) -> tuple[int, int, int]:
+    """Digest (and hand to ``sink``) the non-zero, kept runs of read units: ``(crc,
+    written, io)``."""
+    crc = written = io = 0
+    for (off, length, _level, _fo), rbuf, base in items:
+        io += length
+        data = rbuf.data
+        mv = memoryview(data)
+        try:
+            for run_a, run_b in _nonzero_runs(data, off, length, base):
+                for a, b in _kept(off + run_a, off + run_b, drop):
+                    piece = mv[base + a - off:base + b - off]
+                    crc = digest_update(crc, a, piece)
+                    if sink is not None:
+                        sink(a, piece)
+                        written += b - a
+                    piece.release()
+        finally:
+            mv.release()
+    return crc, written, io
+
+
 def process_window(disk: Disk, index: int, sink: Sink | None,
                    buf: bytearray | None = None,
                    read_from: Disk | None = None,
-                   drop: DropRanges | None = None) -> WindowResult:
+                   drop: DropRanges | None = None,
+                   stream: CopyStream | None = None) -> WindowResult:
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
+    ``stream`` (copy only) supplies the window's units, read ahead across windows; it must
+    have been made with the same ``drop``.
     """
-    crc = 0
-    read = written = io = 0
     if read_from is None:
+        if stream is not None:
+            read, items = stream.window(index)
+            crc, written, io = _digest_units(items, sink, drop)
+            return WindowResult(crc, read, written, io)
         reads, read = _window_plan(disk, index)
         # The next window is mapped now (its plan is ready when the walk gets there).
         _look_ahead(disk, index + 1, prefetch=not readahead.ENABLED)
         if drop:
-            # Dropped bytes are neither written nor digested: not read either (the
-            # reported ``read`` stays the plan's DATA bytes, so journals are unchanged).
-            reads = [(a, b - a, level, fo + a - off) for off, length, level, fo in reads
-                     for a, b in _kept(off, off + length, drop)]
-        units = ((pos, n, level, fo + pos - off) for off, length, level, fo in reads
-                 for pos, n in _cut(off, off + length))
+            # The reported ``read`` stays the plan's DATA bytes, so journals are unchanged.
+            reads = _less_drop(reads, drop)
         # Units are read a step ahead in a second thread (O_DIRECT where possible) while
         # this thread writes the previous one.
-        for (off, length, _level, _fo), rbuf, base in readahead.read_ahead(disk, units, UNIT):
-            io += length
-            data = rbuf.data
-            mv = memoryview(data)
-            try:
-                for run_a, run_b in _nonzero_runs(data, off, length, base):
-                    for a, b in _kept(off + run_a, off + run_b, drop):
-                        piece = mv[base + a - off:base + b - off]
-                        crc = digest_update(crc, a, piece)
-                        if sink is not None:
-                            sink(a, piece)
-                            written += b - a
-                        piece.release()
-            finally:
-                mv.release()
+        items = cast(Iterator[tuple[Read, readahead.Buffer, int]],
+                     readahead.read_ahead(disk, _read_units(reads), UNIT))
+        crc, written, io = _digest_units(items, sink, drop)
         return WindowResult(crc, read, written, io)
+    crc = read = written = io = 0
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)
     bufmv = memoryview(buf)
     start = index * WINDOW

@@ -42,6 +42,7 @@ _UNUSED_ENTRY = b"\xff" * 4
 _PARTIAL = 2
 
 Reader = Callable[[int, int], bytes]          # (size, offset) -> bytes
+Hint = Callable[[int, int], None]             # (offset, length): will be read soon
 Writer = Callable[[int, Sequence[Buffer]], None]  # (offset, buffers)
 
 
@@ -49,12 +50,13 @@ class BlockTable:
     """The BAT entries of a disk's blocks (sector offsets; 0xFFFFFFFF = unallocated).
 
     Indexing gives the raw entries. ``read`` and ``write`` are the file's positional I/O
-    (the layer's, so one place issues every syscall).
+    (the layer's, so one place issues every syscall); ``hint``, when given, is told which
+    bitmaps a walk over many blocks is about to read (a read-ahead hint, nothing more).
     """
 
     def __init__(self, entries: array, *, block_size: int, virtual_size: int,
                  table_offset: int, differencing: bool, path: str, read: Reader,
-                 write: Writer) -> None:
+                 write: Writer, hint: Hint | None = None) -> None:
         self.entries = entries
         self.count = len(entries)
         self.block_size = block_size
@@ -67,6 +69,9 @@ class BlockTable:
         self.path = path
         self._read = read
         self._write = write
+        self._hint = hint
+        #: Blocks whose bitmap was hinted already (each is hinted at most once).
+        self._hinted = bytearray(self.count) if hint is not None else None
         self._bitmaps: OrderedDict[int, bytes] = OrderedDict()
         self._state = bytearray(self.count)
 
@@ -109,6 +114,8 @@ class BlockTable:
         self.entries[block] = value
         self._bitmaps.pop(block, None)
         self._state[block] = 0
+        if self._hinted is not None:
+            self._hinted[block] = 0
 
     def validate(self, size: int, metadata: list[tuple[int, int]]) -> list[Problem]:
         """Entries inside the file, outside the metadata, not overlapping each other."""
@@ -137,6 +144,20 @@ class BlockTable:
         if self._state[block] != _FULL:
             self.bitmap(block)
         return self._state[block] == _FULL
+
+    def hint_bitmaps(self, first: int, stop: int) -> None:
+        """Announce the bitmaps of blocks ``[first, stop)`` not known yet, so that the
+        reads that follow find them cached: one device round trip each costs more than
+        the copy of a 16 GiB disk's whole map (4,300 of them: 0.5 s cold)."""
+        hinted = self._hinted
+        if self._hint is None or hinted is None or stop - first < 2:
+            return
+        entries, state, size = self.entries, self._state, self.bitmap_size
+        for block in range(first, min(stop, self.count)):
+            e = entries[block]
+            if e != BAT_ENTRY_UNUSED and not state[block] and not hinted[block]:
+                hinted[block] = 1
+                self._hint(e * SECTOR_SIZE, size)
 
     def _cache_bitmap(self, block: int, bm: bytes) -> None:
         self._bitmaps[block] = bm
@@ -177,6 +198,7 @@ class BlockTable:
         absent = SegmentState.ABSENT
         pos = offset
         end = offset + length
+        self.hint_bitmaps(offset // bs, -(-end // bs))
         while pos < end:
             block = pos // bs
             bstart = block * bs

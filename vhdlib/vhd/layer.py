@@ -169,7 +169,7 @@ class VhdLayer(Layer):
             Bat.parse(raw_bat, nblocks).entries, block_size=bs,
             virtual_size=self.virtual_size, table_offset=h.table_offset,
             differencing=self.disk_type is DiskType.DIFFERENCING, path=self.path,
-            read=self._pread,
+            read=self._pread, hint=self._hint,
             # Looked up per call: every write of the layer goes through _io_write.
             write=lambda offset, bufs: self._io_write(offset, bufs))
         self._meta = [(0, SECTOR_SIZE), (off, off + HEADER_SIZE),
@@ -288,6 +288,9 @@ class VhdLayer(Layer):
         yield from coalesce_segments(self.bat.segments(offset, length))
 
     # --- low-level writes (one place, so tests can record the syscalls) -----------------
+
+    def _hint(self, offset: int, length: int) -> None:
+        fileio.will_need(self._fd, offset, length)
 
     def _io_write(self, offset: int, bufs: Sequence[Buffer]) -> None:
         """pwritev ``bufs`` at ``offset``, looping over short writes."""

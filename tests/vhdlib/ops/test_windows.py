@@ -69,3 +69,49 @@ def test_verify_digest_equals_a_full_reread(tmp_path: Path, fmt: str, seed: int,
                 copy_crc == full_reread_digest(src, index, same)[0]
             nonzero += want[0] != 0
         assert nonzero >= 2  # the comparison saw real data, not only empty windows
+
+
+def test_copy_stream_gives_each_window_what_the_window_alone_gives(
+        tmp_path: Path, fmt: str, small_units: None) -> None:
+    """Read ahead across window boundaries (one thread for the whole copy), every window
+    reaches the sink with the same runs, digest and figures as when read on its own, with
+    and without dropped ranges; the stream refuses a window out of order and stops its
+    thread when closed half way."""
+    import threading
+
+    from vhdlib.errors import InternalError
+
+    chain = build_chain(tmp_path, fmt, size=40 * MiB, writes=120, seed=4, max_sectors=600,
+                        children=1)
+    # Dropped ranges across window and unit edges (PIECE-aligned, as reclaim makes them).
+    drop = [[3 * MiB, 5 * MiB], [9 * MiB + 64 * 1024, 9 * MiB + 512 * 1024],
+            [20 * MiB, 28 * MiB]]
+    with vhdlib.open(str(chain.newest)) as src:
+        total = windows.window_count(src.virtual_size)
+        for cut in (None, drop):
+            alone: list[tuple[windows.WindowResult, list[tuple[int, bytes]]]] = []
+            for index in range(total):
+                runs: list[tuple[int, bytes]] = []
+                res = windows.process_window(
+                    src, index, lambda o, d, r=runs: r.append((o, bytes(d))), drop=cut)
+                alone.append((res, runs))
+            stream = windows.CopyStream(src, 0, cut)
+            try:
+                for index in range(total):
+                    runs = []
+                    res = windows.process_window(
+                        src, index, lambda o, d, r=runs: r.append((o, bytes(d))), drop=cut,
+                        stream=stream)
+                    assert (res, runs) == alone[index], index
+            finally:
+                stream.close()
+            assert sum(len(r) for _, r in alone) > 5  # real data went through
+        stream = windows.CopyStream(src, 2, drop)
+        with pytest.raises(InternalError, match="out of order"):
+            windows.process_window(src, 3, None, drop=drop, stream=stream)
+        stream.close()
+        stream = windows.CopyStream(src, 0, None)
+        windows.process_window(src, 0, None, stream=stream)
+        stream.close()
+        stream.close()
+        assert not [t for t in threading.enumerate() if t.name == "vhdmend-read-ahead"]
