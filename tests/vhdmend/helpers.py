@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -80,6 +81,9 @@ class Forked:
         if self.pid == 0:  # the CLI, in the child; it never returns into pytest
             code = 70
             try:
+                # pytest's heap is large late in a run: keep the child's collections off it
+                # (each full pass would touch, so copy, every page of it).
+                gc.freeze()
                 null = os.open(os.devnull, os.O_RDWR)
                 os.dup2(null, 0)
                 os.dup2(null, 1)
