@@ -61,12 +61,13 @@ def create_app(config: Settings | dict[str, Any] | None = None, *,
     from api.health.routes import bp as health_bp
     from api.hosts.routes import bp as hosts_bp
     from api.jobs.routes import bp as jobs_bp
+    from api.kinds.routes import bp as kinds_bp
     from api.plan.routes import bp as plan_bp
     from api.ui import bp as ui_bp
     from api.volumes.routes import bp as volumes_bp
     from api.whoami.routes import bp as whoami_bp
     problems.init_app(app)
-    for bp in (jobs_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
+    for bp in (jobs_bp, kinds_bp, hosts_bp, plan_bp, volumes_bp, chains_bp, health_bp, openapi.bp,
                whoami_bp, ui_bp):
         app.register_blueprint(bp)
     from api.jobs.fastpath import StatusPolls

@@ -7,13 +7,13 @@ kept per window: computed while writing, and recomputed from a re-read of the ou
 verify it. Windows are the checkpoint granularity, so a resumed copy redoes at most the
 windows after the last checkpoint and ends bit-identical.
 
-Speed (the output is the same either way): while window ``i`` is copied the kernel is
-asked to read window ``i + 1``'s source ranges ahead (``posix_fadvise`` WILLNEED), so
-reading the chain overlaps the output's writeback at the checkpoint that follows; units
-are read straight from the layer that holds them (the map is already known) into one
-reused buffer; PIECE-aligned parts of a source extent that lie in a hole of its file
-(sparse files: a merged VHDX block is mostly holes) are not read at all, as they are
-zero pieces.
+Speed (the output is the same either way): a copy's units are planned and read ahead in
+one second thread (:class:`CopyStream`, O_DIRECT where possible) across windows and
+across the checkpoints between chunks, so the device keeps reading while the output is
+written, digested and fsynced; units are read straight from the layer that holds them
+(the map is already known); PIECE-aligned parts of a source extent that lie in a hole of
+its file (sparse files: a merged VHDX block is mostly holes) are not read at all, as they
+are zero pieces.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, cast
 
@@ -70,9 +69,6 @@ Read = tuple[int, int, int, int]
 #: A window's plan: its reads (holes left out) and the DATA bytes it covers.
 WindowPlan = tuple[list[Read], int]
 
-#: Per source disk, the next window's plan, mapped (and prefetched) ahead.
-_ahead: weakref.WeakKeyDictionary[Disk, tuple[int, WindowPlan]] = \
-    weakref.WeakKeyDictionary()
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
@@ -171,28 +167,6 @@ def _plan_window(disk: Disk, index: int) -> WindowPlan:
     return reads, covered
 
 
-def _window_plan(disk: Disk, index: int) -> WindowPlan:
-    """Window ``index``'s plan, from the look-ahead when it was mapped already."""
-    ahead = _ahead.pop(disk, None)
-    if ahead is not None and ahead[0] == index:
-        return ahead[1]
-    plan = _plan_window(disk, index)
-    if not readahead.ENABLED:
-        _prefetch(disk, plan[0])
-    return plan
-
-
-def _look_ahead(disk: Disk, index: int, *, prefetch: bool = True) -> None:
-    """Map window ``index`` now (and, with ``prefetch``, ask the kernel to start reading
-    it into the page cache: only useful when reads go through it)."""
-    if index * WINDOW >= disk.virtual_size:
-        return
-    plan = _plan_window(disk, index)
-    if prefetch:
-        _prefetch(disk, plan[0])
-    _ahead[disk] = (index, plan)
-
-
 def _nonzero_runs(buf: bytearray, offset: int, n: int | None = None,
                   base: int = 0) -> Iterator[tuple[int, int]]:
     """Runs ``(start, end)`` (relative to ``base``) of non-zero PIECE-aligned pieces of
@@ -271,17 +245,23 @@ class CopyStream:
     past where a chunk stops costs a little I/O, never a byte of the output.
     """
 
-    def __init__(self, disk: Disk, first: int, drop: DropRanges | None) -> None:
+    def __init__(self, disk: Disk, first: int, drop: DropRanges | None,
+                 stop: int | None = None) -> None:
         self.disk = disk
         #: The window :meth:`window` gives next.
         self.next = first
-        self._items = readahead.read_ahead(disk, self._units(first, drop), UNIT)
+        total = window_count(disk.virtual_size)
+        stop = total if stop is None else min(stop, total)
+        self._items = readahead.read_ahead(disk, self._units(first, stop, drop), UNIT)
         self._peeked: tuple[Read, readahead.Buffer, int] | readahead.Marker | None = None
 
-    def _units(self, first: int, drop: DropRanges | None
+    def _units(self, first: int, stop: int, drop: DropRanges | None
                ) -> Iterator[Read | readahead.Marker]:
-        for index in range(first, window_count(self.disk.virtual_size)):
+        for index in range(first, stop):
             reads, covered = _plan_window(self.disk, index)
+            if not readahead.ENABLED:
+                # Reads go through the page cache: let the kernel read the window ahead.
+                _prefetch(self.disk, reads)
             if drop:
                 reads = _less_drop(reads, drop)
             yield readahead.Marker((index, covered))
@@ -368,24 +348,18 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
     ``stream`` (copy only) supplies the window's units, read ahead across windows; it must
-    have been made with the same ``drop``.
+    have been made with the same ``drop`` (without it the window is read on its own).
     """
     if read_from is None:
-        if stream is not None:
+        own = stream is None
+        if stream is None:
+            stream = CopyStream(disk, index, drop, stop=index + 1)
+        try:
             read, items = stream.window(index)
             crc, written, io = _digest_units(items, sink, drop)
-            return WindowResult(crc, read, written, io)
-        reads, read = _window_plan(disk, index)
-        # The next window is mapped now (its plan is ready when the walk gets there).
-        _look_ahead(disk, index + 1, prefetch=not readahead.ENABLED)
-        if drop:
-            # The reported ``read`` stays the plan's DATA bytes, so journals are unchanged.
-            reads = _less_drop(reads, drop)
-        # Units are read a step ahead in a second thread (O_DIRECT where possible) while
-        # this thread writes the previous one.
-        items = cast(Iterator[tuple[Read, readahead.Buffer, int]],
-                     readahead.read_ahead(disk, _read_units(reads), UNIT))
-        crc, written, io = _digest_units(items, sink, drop)
+        finally:
+            if own:
+                stream.close()
         return WindowResult(crc, read, written, io)
     crc = read = written = io = 0
     buf = buf if buf is not None and len(buf) >= UNIT else bytearray(UNIT)

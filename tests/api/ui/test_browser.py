@@ -311,3 +311,60 @@ def test_jobs_filter_by_type_beyond_the_first_page(page, dash) -> None:  # type:
     assert kinds == {"inspect"}
     assert page.watch.errors == []
     only_local(page, url)
+
+
+def type_choices(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """The Type filter's values, once the filters are drawn (the kinds known)."""
+    page.locator("#job-filters:not([aria-busy]) form.filters").wait_for()
+    return page.locator("#f-type option").evaluate_all("(os) => os.map((o) => o.value)")
+
+
+def test_type_filter_lists_the_services_kinds(page, dash, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The Type choices are the service's registry (GET /v1/kinds), in its order: a kind
+    registered only in this test's API appears, so the page keeps no list of its own."""
+    from service import kinds
+    from service.kinds import JobKind
+    monkeypatch.setitem(kinds._REGISTRY, "du", JobKind(
+        "du", "Disk usage of a folder (this test's kind)", run=lambda ctx: {}, folder=True))
+    url = dash.url
+    sign_in(page, url, path="/ui/jobs")
+    assert type_choices(page) == ["", *kinds.names()]
+    assert type_choices(page)[-1] == "du"
+    du = page.locator("#f-type option[value='du']")
+    assert du.get_attribute("title") == "Disk usage of a folder (this test's kind)"
+    assert page.locator("#f-type option[value='merge']").get_attribute("title") == \
+        kinds.get("merge").summary
+    assert page.watch.errors == []
+    only_local(page, url)
+
+
+def test_type_filter_is_drawn_once_the_kinds_are_known(page, dash) -> None:  # type: ignore[no-untyped-def]
+    """The kinds' answer held back: the list is shown, the filters are not (no choice can be
+    made that a late answer would undo); released, the filters appear with the URL's kind
+    chosen; a choice made then is the one submitted, and the next view asks no more."""
+    url = dash.url
+    code, job, _ = http("POST", f"{url}/v1/jobs", {"type": "inspect", "host": "h1",
+                                                  "root": "vms", "path": "dyn.vhd"})
+    assert code == 202, job
+    held = []
+    page.route(f"{url}/v1/kinds", lambda r: held.append(r))
+    sign_in(page, url, path="/ui/jobs?type=inspect")
+    page.locator(f"tr[data-job='{job['id']}']").wait_for()
+    for _ in range(200):                 # the request reaches the route (no fixed sleep)
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, "the page did not ask for the kinds"
+    assert page.locator("#job-filters[aria-busy]").count() == 1
+    assert page.get_by_label("Type").count() == 0 and page.locator("form.filters").count() == 0
+    held[0].fallback()
+    assert "inspect" in type_choices(page)
+    assert page.get_by_label("Type").input_value() == "inspect"
+    page.get_by_label("Type").select_option("plan")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*/ui/jobs\?type=plan$"))
+    assert page.get_by_label("Type").input_value() == "plan"
+    assert [u for u in api_requests(page) if "/v1/kinds" in u] == [f"{url}/v1/kinds"]
+    assert any("/v1/jobs?" in u and "type=plan" in u for u in api_requests(page))
+    assert page.watch.errors == []
+    only_local(page, url)

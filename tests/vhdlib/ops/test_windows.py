@@ -71,15 +71,21 @@ def test_verify_digest_equals_a_full_reread(tmp_path: Path, fmt: str, seed: int,
         assert nonzero >= 2  # the comparison saw real data, not only empty windows
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "page_cache"])
 def test_copy_stream_gives_each_window_what_the_window_alone_gives(
-        tmp_path: Path, fmt: str, small_units: None) -> None:
+        tmp_path: Path, fmt: str, small_units: None, direct: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Read ahead across window boundaries (one thread for the whole copy), every window
     reaches the sink with the same runs, digest and figures as when read on its own, with
-    and without dropped ranges; the stream refuses a window out of order and stops its
-    thread when closed half way."""
+    and without dropped ranges, through O_DIRECT or the page cache (with its WILLNEED
+    prefetch); the stream refuses a window out of order and stops its thread when closed
+    half way."""
     import threading
 
     from vhdlib.errors import InternalError
+    from vhdlib.ops import readahead
+
+    monkeypatch.setattr(readahead, "ENABLED", direct and readahead.ENABLED)
 
     chain = build_chain(tmp_path, fmt, size=40 * MiB, writes=120, seed=4, max_sectors=600,
                         children=1)
@@ -94,6 +100,8 @@ def test_copy_stream_gives_each_window_what_the_window_alone_gives(
                 runs: list[tuple[int, bytes]] = []
                 res = windows.process_window(
                     src, index, lambda o, d, r=runs: r.append((o, bytes(d))), drop=cut)
+                if cut is None:  # against the reference reader, in either I/O mode
+                    assert (res.digest, res.read) == full_reread_digest(src, index, src)
                 alone.append((res, runs))
             stream = windows.CopyStream(src, 0, cut)
             try:

@@ -19,7 +19,7 @@ export function token() {
 
 export function setToken(value) {
   if (value) sessionStorage.setItem(KEY, value);
-  else sessionStorage.removeItem(KEY);
+  else { sessionStorage.removeItem(KEY); kindsAsked = null; }
 }
 
 let onUnauthorized = () => {};
@@ -42,4 +42,14 @@ export async function api(path, { method = "GET", body, tok } = {}) {
     throw new ApiError(resp.status, data);
   }
   return data;
+}
+
+// The job kinds the service runs (GET /v1/kinds, the service's registry): asked once per
+// sign-in, as they change only when the service restarts; a failed answer is not kept.
+let kindsAsked = null;
+export function jobKinds() {
+  if (!kindsAsked) {
+    kindsAsked = api("/v1/kinds").then((data) => data.items, (e) => { kindsAsked = null; throw e; });
+  }
+  return kindsAsked;
 }

@@ -1,12 +1,11 @@
 // Jobs: a filtered, paged list, and one job followed live (polled) until it finishes.
-import { api, session } from "../api.js";
+import { api, jobKinds, session } from "../api.js";
 import { h, confirmDialog, link } from "../dom.js";
 import { duration, rate, stateBadge, when } from "../format.js";
 import { navigate } from "../app.js";
 import { errorBox, poll, progressBar, target } from "./common.js";
 
 const STATES = ["", "queued", "running", "pausing", "paused", "cancelling", "succeeded", "failed", "cancelled"];
-const TYPES = ["", "inspect", "scan", "compact", "merge", "convert", "remediate", "plan"];
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 // Which actions the job's state allows (service/states.py's table).
@@ -26,12 +25,15 @@ function select(options, value) {
   return h("select", {}, options.map((o) => h("option", { value: o, selected: o === value }, o || "any")));
 }
 
-export function jobsList(view, params) {
-  const type = params.get("type") || "";
+// The filters, drawn once the job kinds are known (the Type choices are the API's): never
+// refilled afterwards, so a choice made in them cannot be undone by a late answer.
+function filterForm(kinds, params) {
+  const types = select(["", ...kinds.map((k) => k.name)], params.get("type") || "");
+  for (const [i, k] of kinds.entries()) types.options[i + 1].title = k.summary;
   const form = h("form", { class: "filters", role: "search" },
     field("State", "state", select(STATES, params.get("state") || "")),
     field("Host", "host", h("input", { type: "text", value: params.get("host") || "" })),
-    field("Type", "type", select(TYPES, type)),
+    field("Type", "type", types),
     field("External ref", "external_ref", h("input", { type: "text", value: params.get("external_ref") || "" })),
     h("button", { type: "submit" }, "Filter"));
   form.addEventListener("submit", (ev) => {
@@ -40,9 +42,18 @@ export function jobsList(view, params) {
     for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
     navigate(`/ui/jobs${q.toString() ? `?${q}` : ""}`);
   });
+  return form;
+}
+
+export function jobsList(view, params) {
+  // aria-busy until the kinds are known: the form appears whole, with its final choices.
+  const filters = h("div", { id: "job-filters", "aria-busy": "true" });
+  jobKinds().then((kinds) => filters.replaceChildren(filterForm(kinds, params)),
+    (e) => filters.replaceChildren(errorBox(e)))
+    .finally(() => filters.removeAttribute("aria-busy"));
   const list = h("div", {});
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
-  view.append(h("h1", {}, "Jobs"), form, list, pager);
+  view.append(h("h1", {}, "Jobs"), filters, list, pager);
   const tokens = [null];
   let page = 0;
   async function load() {
