@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,24 @@ from vhdlib.extents import ExtentKind
 from vhdlib.ops import windows
 
 MiB = 1 << 20
+
+
+def flip_byte(path: str | Path, offset: int) -> None:
+    """Invert the byte at ``offset`` of the file (the corruption the verifier must catch)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def assert_caught_behind_the_copy(op: ops.Operation, chain: Any, dest: Path) -> None:
+    """The verification failure came during the copy, not in a verify pass after it; the
+    chain is untouched and nothing was published."""
+    from vhdlib import journal
+    assert journal.load(op.journal_path)["phase"] == "copy"
+    assert read_all(chain.newest) == chain.ref
+    assert not dest.exists()
 
 
 @pytest.fixture
@@ -56,23 +73,14 @@ def test_a_corrupted_window_is_caught_behind_the_copy(tmp_path: Path,
         for w in range(verified, cursor):
             hit = next((e for e in data if w * MiB <= e.offset < (w + 1) * MiB), None)
             if hit is not None and state["digests"].get(str(w)):
-                with open(partial, "r+b") as f:
-                    f.seek(hit.offset)
-                    byte = f.read(1)
-                    f.seek(hit.offset)
-                    f.write(bytes([byte[0] ^ 0xFF]))
+                flip_byte(partial, hit.offset)
                 corrupted.append(w)
                 return
 
     with pytest.raises(ImageError, match="verification failed: window"):
         op.run(on_checkpoint=checkpoint, chunk_bytes=64 << 10)
     assert corrupted
-    # Caught behind the copy, not in a verify pass after it
-    from vhdlib import journal
-    assert journal.load(op.journal_path)["phase"] == "copy"
-    # The chain is untouched and nothing was published.
-    assert read_all(chain.newest) == chain.ref
-    assert not os.path.exists(tmp_path / "o.vhd")
+    assert_caught_behind_the_copy(op, chain, tmp_path / "o.vhd")
 
 
 @pytest.mark.parametrize("out_fmt", ["vhd", "vhdx"])
@@ -121,18 +129,11 @@ def test_a_corrupted_dynamic_window_is_caught_behind_the_copy(
                 if hit is None:
                     continue
                 assert hit.file_offset is not None
-                with open(partial, "r+b") as f:
-                    f.seek(hit.file_offset)
-                    byte = f.read(1)
-                    f.seek(hit.file_offset)
-                    f.write(bytes([byte[0] ^ 0xFF]))
+                flip_byte(partial, hit.file_offset)
                 corrupted.append(w)
                 return
 
     with pytest.raises(ImageError, match="verification failed: window"):
         op.run(on_checkpoint=checkpoint, chunk_bytes=64 << 10)
     assert corrupted
-    from vhdlib import journal
-    assert journal.load(op.journal_path)["phase"] == "copy"
-    assert read_all(chain.newest) == chain.ref
-    assert not out.exists()
+    assert_caught_behind_the_copy(op, chain, out)
