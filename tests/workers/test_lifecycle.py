@@ -63,15 +63,22 @@ def wait_percent(stack, job_id, percent, timeout=60.0):
                     >= percent, timeout, what=f"job {job_id} at {percent}%")
 
 
-def paused_merge(stack):
-    """A merge of a fresh chain in vm1 (a new worker, through the API) paused at 20 % or
-    more: the chain, its uninterrupted reference run, the job's id and the paused job."""
+def running_merge(stack, percent=20):
+    """A merge of a fresh chain in vm1 (a new worker, through the API) at ``percent`` or
+    more: the chain, its uninterrupted reference run, the worker and the job's id."""
     chain = make_chain(stack.root / "vm1")
     ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    stack.worker()
+    worker = stack.worker()
     stack.api()
     job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 20)
+    wait_percent(stack, job_id, percent)
+    return chain, ref, worker, job_id
+
+
+def paused_merge(stack):
+    """:func:`running_merge` paused at 20 % or more: the chain, its uninterrupted
+    reference run, the job's id and the paused job."""
+    chain, ref, _worker, job_id = running_merge(stack)
     assert http("POST", f"{stack.url}/v1/jobs/{job_id}/pause")[1]["state"] == "pausing"
     return chain, ref, job_id, wait_state(stack, job_id, "paused")
 
@@ -257,12 +264,7 @@ def test_path_escapes_are_refused_by_the_worker(stack, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_mid_job_then_restart_resumes_bit_identical(stack):
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    worker = stack.worker()
-    stack.api()
-    job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 30)
+    chain, ref, worker, job_id = running_merge(stack, 30)
     worker.kill9()
     at_kill = stored_checkpoint(stack, job_id)
     assert get(stack, job_id)["state"] == "running"    # nobody knows yet
@@ -282,12 +284,7 @@ def test_kill_9_mid_job_then_restart_resumes_bit_identical(stack):
 
 @pytest.mark.slow
 def test_redis_restart_mid_job(stack):
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    stack.worker()
-    stack.api()
-    job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 20)
+    chain, ref, _worker, job_id = running_merge(stack)
     stack.server.stop()
     time.sleep(1.0)
     stack.server.start()
@@ -302,12 +299,7 @@ def test_redis_restart_mid_job(stack):
 @pytest.mark.slow
 def test_a_frozen_worker_is_fenced_off_and_another_finishes(stack):
     # Given a merge running on worker A, and a second worker B of the same host
-    chain = make_chain(stack.root / "vm1")
-    ref = reference_run(stack.root / "vm1", stack.tmp, "merge", chain[-1].name, chain[-2].name)
-    a = stack.worker()
-    stack.api()
-    job_id = submit(stack, merge_job(chain))
-    wait_percent(stack, job_id, 20)
+    chain, ref, a, job_id = running_merge(stack)
     stack.worker()
     stack.ready("h1", 2)
     # When A freezes (SIGSTOP) past its lease, B's reaper requeues the job, and B takes it
