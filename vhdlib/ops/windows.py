@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, cast
 
+from vhdlib import fileio
 from vhdlib.chain import Disk
 from vhdlib.checksum import crc32c
 from vhdlib.errors import InternalError
@@ -69,7 +70,6 @@ Read = tuple[int, int, int, int]
 #: A window's plan: its reads (holes left out) and the DATA bytes it covers.
 WindowPlan = tuple[list[Read], int]
 
-_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 
@@ -77,8 +77,6 @@ _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 def _prefetch(disk: Disk, reads: list[Read]) -> None:
     """Ask the kernel to start reading these file ranges (a hint, no effect on what is
     read)."""
-    if _WILLNEED is None:
-        return
     ranges: dict[int, list[tuple[int, int]]] = {}
     for _off, n, level, fo in reads:
         ranges.setdefault(level, []).append((fo, n))
@@ -93,10 +91,7 @@ def _prefetch(disk: Disk, reads: list[Read]) -> None:
             if 0 <= off <= hi + (1 << 20):
                 hi = max(hi, off + n)
                 continue
-            try:
-                os.posix_fadvise(fd, lo, hi - lo, _WILLNEED)
-            except OSError:
-                return
+            fileio.will_need(fd, lo, hi - lo)
             lo, hi = off, off + n
 
 

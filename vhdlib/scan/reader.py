@@ -18,12 +18,11 @@ result is never different, only slower for an unusual file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Generator
 from typing import TypeVar
 
-from vhdlib import formats
+from vhdlib import fileio, formats
 from vhdlib.formats import VHD_COOKIE, VHDX_SIGNATURE, no_readahead
 from vhdlib.journal import SUFFIX as JOURNAL_SUFFIX
 from vhdlib.layer import DiskType, ParentLink, hole_bytes
@@ -180,12 +179,9 @@ def _open(path: str, st: os.stat_result) -> int | None:
 
 
 def _hint(fd: int, ranges: list[tuple[int, int]]) -> None:
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is not None:
-        for start, end in ranges:
-            if end > start:
-                with contextlib.suppress(OSError):
-                    advise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
+    for start, end in ranges:
+        if end > start:
+            fileio.will_need(fd, start, end - start)
 
 
 def _examine(path: str, fd: int, st: os.stat_result, by_name: bool
