@@ -222,8 +222,7 @@ class CopyOperation(Operation[CopyState]):
         stream = self._stream
 
         def copy(index: int) -> windows.WindowResult:
-            done = windows.process_window(source, index, sink, self._buf, drop=self._drop,
-                                          stream=stream)
+            done = windows.process_window(source, index, sink, self._buf, stream=stream)
             if done.read:
                 self.update(digests={**self.state.digests, str(index): done.digest})
             return done

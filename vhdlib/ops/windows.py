@@ -254,11 +254,12 @@ class CopyStream:
                ) -> Iterator[Read | readahead.Marker]:
         for index in range(first, stop):
             reads, covered = _plan_window(self.disk, index)
-            if not readahead.ENABLED:
-                # Reads go through the page cache: let the kernel read the window ahead.
-                _prefetch(self.disk, reads)
             if drop:
                 reads = _less_drop(reads, drop)
+            if not readahead.ENABLED:
+                # Reads go through the page cache: let the kernel read the window ahead
+                # (what is kept only: a dropped stale block is never read).
+                _prefetch(self.disk, reads)
             yield readahead.Marker((index, covered))
             yield from _read_units(reads)
 
@@ -308,10 +309,10 @@ def _read_units(reads: list[Read]) -> Iterator[Read]:
             for pos, n in _cut(off, off + length))
 
 
-def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sink | None,
-                  drop: DropRanges | None) -> tuple[int, int, int]:
-    """Digest (and hand to ``sink``) the non-zero, kept runs of read units: ``(crc,
-    written, io)``."""
+def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sink | None
+                  ) -> tuple[int, int, int]:
+    """Digest (and hand to ``sink``) the non-zero runs of read units: ``(crc, written,
+    io)``. The units already leave the dropped ranges out (:func:`_less_drop`)."""
     crc = written = io = 0
     for (off, length, _level, _fo), rbuf, base in items:
         io += length
@@ -319,13 +320,12 @@ def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sin
         mv = memoryview(data)
         try:
             for run_a, run_b in _nonzero_runs(data, off, length, base):
-                for a, b in _kept(off + run_a, off + run_b, drop):
-                    piece = mv[base + a - off:base + b - off]
-                    crc = digest_update(crc, a, piece)
-                    if sink is not None:
-                        sink(a, piece)
-                        written += b - a
-                    piece.release()
+                piece = mv[base + run_a:base + run_b]
+                crc = digest_update(crc, off + run_a, piece)
+                if sink is not None:
+                    sink(off + run_a, piece)
+                    written += run_b - run_a
+                piece.release()
         finally:
             mv.release()
     return crc, written, io
@@ -342,8 +342,8 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     written output is verified against the digest of its source.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
-    ``stream`` (copy only) supplies the window's units, read ahead across windows; it must
-    have been made with the same ``drop`` (without it the window is read on its own).
+    ``stream`` (copy only) supplies the window's units, read ahead across windows, less
+    the ``drop`` it was made with; without it the window is read on its own, less ``drop``.
     """
     if read_from is None:
         own = stream is None
@@ -351,7 +351,7 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
             stream = CopyStream(disk, index, drop, stop=index + 1)
         try:
             read, items = stream.window(index)
-            crc, written, io = _digest_units(items, sink, drop)
+            crc, written, io = _digest_units(items, sink)
         finally:
             if own:
                 stream.close()
