@@ -96,3 +96,56 @@ def test_write_all_loops_and_translates_a_full_volume(tmp_path: Path) -> None:
             fileio.write_all(full, [b"x" * 512], 0, path="/dev/full")
     finally:
         os.close(full)
+
+
+def _resident_pages(fd: int, length: int) -> int:
+    """Pages of ``fd``'s first ``length`` bytes in the page cache (mincore(2))."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    # A private writable mapping (never written) lets ctypes take its address; mincore
+    # reports the file's cached pages for untouched private pages.
+    m = mmap.mmap(fd, length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))  # type: ignore[arg-type]
+        vec = (ctypes.c_ubyte * (-(-length // page)))()
+        try:
+            if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(length), vec) != 0:
+                pytest.skip("mincore unavailable")
+            return sum(v & 1 for v in vec)
+        finally:
+            del addr
+    finally:
+        m.close()
+
+
+def test_forget_frees_clean_cached_pages_and_changes_no_byte(tmp_path: Path) -> None:
+    """``forget`` (DONTNEED) drops the clean cached pages of a file, not another's, and
+    what the file reads is unchanged; a bad descriptor or an empty range is ignored."""
+    if not hasattr(os, "POSIX_FADV_DONTNEED"):
+        pytest.skip("no posix_fadvise")
+    data = os.urandom(64 << 12)
+    fds = []
+    for name in ("forgotten", "kept"):
+        (tmp_path / name).write_bytes(data)
+        fds.append(os.open(tmp_path / name, os.O_RDONLY))
+    try:
+        for fd in fds:
+            os.fsync(fd)  # clean pages: the only ones DONTNEED frees
+            assert os.pread(fd, len(data), 0) == data
+        if min(_resident_pages(fd, len(data)) for fd in fds) < 64:
+            pytest.skip("the page cache did not keep the files' pages")
+        # Whole files: a large folio (ext4 on recent kernels) goes only when all of it does.
+        fileio.forget(fds[0], 0, len(data))
+        after = _resident_pages(fds[0], len(data))
+        if after == 64:
+            pytest.skip("this file system keeps its pages (tmpfs): DONTNEED is a no-op")
+        assert after == 0 and _resident_pages(fds[1], len(data)) == 64
+        assert os.pread(fds[0], len(data), 0) == data
+        fileio.forget(fds[0], 0, 0)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    fileio.forget(fds[0], 0, 4096)  # closed: ignored

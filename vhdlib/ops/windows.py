@@ -13,7 +13,9 @@ across the checkpoints between chunks, so the device keeps reading while the out
 written, digested and fsynced; units are read straight from the layer that holds them
 (the map is already known); PIECE-aligned parts of a source extent that lie in a hole of
 its file (sparse files: a merged VHDX block is mostly holes) are not read at all, as they
-are zero pieces.
+are zero pieces. The verify re-read of an output is its bytes' last use, so their cached
+pages are freed as soon as they are read (:func:`vhdlib.fileio.forget`): a copy's page
+cache stays a few chunks deep, and its writes reuse the pages just freed.
 """
 
 from __future__ import annotations
@@ -339,7 +341,8 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
     """Copy (or, with ``sink=None``, only digest) window ``index`` of ``disk``.
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
-    written output is verified against the digest of its source.
+    written output is verified against the digest of its source (the cached pages of what
+    it reads are freed once read).
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
     ``stream`` (copy only) supplies the window's units, read ahead across windows, less
@@ -406,8 +409,10 @@ def _stored_regions(disk: Disk, off: int, length: int,
             if i < len(data) and data[i][0] <= pos:
                 d_start, d_end, level, fo = data[i]
                 stop = min(d_end, hi)
-                disk.layers[level].pread_into(fo + pos - d_start,
-                                              bufmv[pos - off:stop - off])
+                layer = disk.layers[level]
+                layer.pread_into(fo + pos - d_start, bufmv[pos - off:stop - off])
+                # This re-read of an output is its bytes' last use: free their pages.
+                fileio.forget(layer.fd, fo + pos - d_start, stop - pos)
                 pos = stop
                 if stop == d_end:
                     i += 1

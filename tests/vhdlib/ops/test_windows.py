@@ -123,3 +123,34 @@ def test_copy_stream_gives_each_window_what_the_window_alone_gives(
         stream.close()
         stream.close()
         assert not [t for t in threading.enumerate() if t.name == "vhdmend-read-ahead"]
+
+
+def test_a_verify_read_forgets_each_output_range_right_after_reading_it(
+        tmp_path: Path, fmt: str, small_units: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verify re-read is the output's last use: every file range it reads is handed to
+    ``fileio.forget`` (DONTNEED) just after, and only those (never a range not yet read),
+    and forgetting changes no digest."""
+    from vhdlib import fileio
+
+    chain = build_chain(tmp_path, fmt, size=24 * MiB, writes=60, seed=7, max_sectors=400)
+    with vhdlib.open(str(chain.newest)) as src, vhdlib.open(str(chain.newest)) as out:
+        buf = bytearray(windows.UNIT)
+        plain = [windows.process_window(src, i, None, buf, read_from=out)
+                 for i in range(windows.window_count(src.virtual_size))]
+        events: list[tuple[str, int, int, int]] = []
+        for layer in out.layers:
+            def reading(file_offset: int, view: memoryview, layer: object = layer,
+                        real: object = layer.pread_into) -> None:
+                events.append(("read", layer.fd, file_offset, len(view)))  # type: ignore
+                real(file_offset, view)  # type: ignore[operator]
+
+            monkeypatch.setattr(layer, "pread_into", reading)
+        monkeypatch.setattr(fileio, "forget",
+                            lambda fd, off, n: events.append(("forget", fd, off, n)))
+        again = [windows.process_window(src, i, None, buf, read_from=out)
+                 for i in range(len(plain))]
+    assert again == plain
+    reads = [e for e in events if e[0] == "read"]
+    assert len(reads) > 3
+    # Each read is followed at once by the forget of exactly its range.
+    assert events == [e for r in reads for e in (r, ("forget", *r[1:]))]
