@@ -16,8 +16,8 @@ import errno
 import os
 import queue
 import threading
-from collections.abc import Generator, Iterable
-from typing import cast
+from collections.abc import Callable, Generator, Iterable
+from typing import NamedTuple, cast
 
 from vhdlib import fileio
 from vhdlib.chain import Disk
@@ -151,12 +151,24 @@ class Marker:
         self.value = value
 
 
+class Ready(NamedTuple):
+    """A unit read ahead: its bytes are ``buffer.data[start:start + unit length]``."""
+
+    unit: Unit
+    buffer: Buffer
+    start: int
+    #: What ``after`` returned for it, in the reading thread (``None`` without ``after``).
+    extra: object
+
+
 def read_ahead(disk: Disk, units: Iterable[Unit | Marker], unit_size: int, *,
-               depth: int = 2
-               ) -> Generator[tuple[Unit, Buffer, int] | Marker, None, None]:
-    """Yield ``(unit, buffer, start)`` in order, reading up to ``depth`` units ahead in a
+               depth: int = 2, after: Callable[[Unit, Buffer, int], object] | None = None
+               ) -> Generator[Ready | Marker, None, None]:
+    """Yield a :class:`Ready` per unit in order, reading up to ``depth`` units ahead in a
     second thread (``units`` is iterated there too). A buffer is reused once the consumer
-    asks for the next item; a :class:`Marker` is passed through, in order, unread."""
+    asks for the next item; a :class:`Marker` is passed through, in order, unread.
+    ``after(unit, buffer, start)``, called in that thread once a unit is read, does work
+    on its bytes beside the consumer (the copy's digest); units reach it in order."""
     free: queue.Queue[Buffer] = queue.Queue()
     full: queue.Queue[object] = queue.Queue()
     buffers = [_take_buffer(unit_size) for _ in range(depth + 1)]
@@ -181,7 +193,9 @@ def read_ahead(disk: Disk, units: Iterable[Unit | Marker], unit_size: int, *,
                         break
                     except queue.Empty:
                         continue
-                full.put((unit, buf, read_unit(disk, direct, unit, buf)))
+                start = read_unit(disk, direct, unit, buf)
+                full.put(Ready(unit, buf, start,
+                               None if after is None else after(unit, buf, start)))
             full.put(_END)
         except BaseException as e:  # handed to the consumer, raised there
             full.put(e)
@@ -198,9 +212,9 @@ def read_ahead(disk: Disk, units: Iterable[Unit | Marker], unit_size: int, *,
             if isinstance(item, Marker):
                 yield item
                 continue
-            ready = cast(tuple[Unit, Buffer, int], item)
+            ready = cast(Ready, item)
             yield ready
-            free.put(ready[1])
+            free.put(ready.buffer)
     finally:
         stop.set()
         thread.join()

@@ -10,12 +10,14 @@ windows after the last checkpoint and ends bit-identical.
 Speed (the output is the same either way): a copy's units are planned and read ahead in
 one second thread (:class:`CopyStream`, O_DIRECT where possible) across windows and
 across the checkpoints between chunks, so the device keeps reading while the output is
-written, digested and fsynced; units are read straight from the layer that holds them
-(the map is already known); PIECE-aligned parts of a source extent that lie in a hole of
-its file (sparse files: a merged VHDX block is mostly holes) are not read at all, as they
-are zero pieces. The verify re-read of an output is its bytes' last use, so their cached
-pages are freed as soon as they are read (:func:`vhdlib.fileio.forget`): a copy's page
-cache stays a few chunks deep, and its writes reuse the pages just freed.
+written and fsynced; that thread also finds each unit's non-zero runs and folds them into
+the window's digest, so the writing thread only writes. Units are read straight from the
+layer that holds them (the map is already known); PIECE-aligned parts of a source extent
+that lie in a hole of its file (sparse files: a merged VHDX block is mostly holes) are not
+read at all, as they are zero pieces. The verify re-read of an output is its bytes' last
+use, so their cached pages are freed as soon as they are read
+(:func:`vhdlib.fileio.forget`): a copy's page cache stays a few chunks deep, and its
+writes reuse the pages just freed.
 """
 
 from __future__ import annotations
@@ -234,8 +236,9 @@ class WindowResult(NamedTuple):
 class CopyStream:
     """The source units of windows ``first``, ``first + 1``, ... for a copy, planned and
     read ahead in one second thread across window boundaries (and across the checkpoints
-    between a run's chunks): the device keeps reading while this thread writes, digests
-    and fsyncs, instead of draining the pipeline at every window.
+    between a run's chunks): the device keeps reading while this thread writes and
+    fsyncs, instead of draining the pipeline at every window. The read-ahead thread also
+    digests each unit (:meth:`_digest`), so the writing thread only writes.
 
     Only the read-ahead thread touches ``disk`` (plans and reads), so the layers' caches
     stay single-threaded. Windows must be asked for in order from ``first``; reading ahead
@@ -249,8 +252,11 @@ class CopyStream:
         self.next = first
         total = window_count(disk.virtual_size)
         stop = total if stop is None else min(stop, total)
-        self._items = readahead.read_ahead(disk, self._units(first, stop, drop), UNIT)
-        self._peeked: tuple[Read, readahead.Buffer, int] | readahead.Marker | None = None
+        #: The running digest of the window being read (read-ahead thread only).
+        self._crc = 0
+        self._items = readahead.read_ahead(disk, self._units(first, stop, drop), UNIT,
+                                           after=self._digest)
+        self._peeked: readahead.Ready | readahead.Marker | None = None
 
     def _units(self, first: int, stop: int, drop: DropRanges | None
                ) -> Iterator[Read | readahead.Marker]:
@@ -262,16 +268,35 @@ class CopyStream:
                 # Reads go through the page cache: let the kernel read the window ahead
                 # (what is kept only: a dropped stale block is never read).
                 _prefetch(self.disk, reads)
+            # Every unit of the window before is digested: the next window starts at 0.
+            self._crc = 0
             yield readahead.Marker((index, covered))
             yield from _read_units(reads)
 
-    def _take(self) -> tuple[Read, readahead.Buffer, int] | readahead.Marker | None:
+    def _digest(self, unit: Read, rbuf: readahead.Buffer, base: int) -> UnitRuns:
+        """In the read-ahead thread, beside the writes: a unit's non-zero runs, folded into
+        the window's digest in order (CRC-32C releases the GIL)."""
+        off, length = unit[0], unit[1]
+        data = rbuf.data
+        runs = list(_nonzero_runs(data, off, length, base))
+        if runs:
+            crc = self._crc
+            mv = memoryview(data)
+            try:
+                for run_a, run_b in runs:
+                    crc = digest_update(crc, off + run_a, mv[base + run_a:base + run_b])
+            finally:
+                mv.release()
+            self._crc = crc
+        return UnitRuns(runs, self._crc)
+
+    def _take(self) -> readahead.Ready | readahead.Marker | None:
         item, self._peeked = self._peeked, None
         if item is None:
             item = next(self._items, None)
         return item
 
-    def window(self, index: int) -> tuple[int, Iterator[tuple[Read, readahead.Buffer, int]]]:
+    def window(self, index: int) -> tuple[int, Iterator[readahead.Ready]]:
         """``(DATA bytes covered, the window's units with their buffers)``; each buffer is
         valid until the next unit is asked for."""
         marker = self._take()
@@ -283,7 +308,7 @@ class CopyStream:
         self.next = index + 1
         return at[1], self._window_units()
 
-    def _window_units(self) -> Iterator[tuple[Read, readahead.Buffer, int]]:
+    def _window_units(self) -> Iterator[readahead.Ready]:
         while True:
             item = self._take()
             if item is None:
@@ -311,22 +336,32 @@ def _read_units(reads: list[Read]) -> Iterator[Read]:
             for pos, n in _cut(off, off + length))
 
 
-def _digest_units(items: Iterable[tuple[Read, readahead.Buffer, int]], sink: Sink | None
+class UnitRuns(NamedTuple):
+    """A unit's non-zero runs (relative to its offset) and the window's digest after it."""
+
+    runs: list[tuple[int, int]]
+    crc: int
+
+
+def _digest_units(items: Iterable[readahead.Ready], sink: Sink | None
                   ) -> tuple[int, int, int]:
-    """Digest (and hand to ``sink``) the non-zero runs of read units: ``(crc, written,
-    io)``. The units already leave the dropped ranges out (:func:`_less_drop`)."""
+    """Hand the non-zero runs of read units to ``sink``: ``(crc, written, io)``. The runs
+    and the digest come with each unit (:meth:`CopyStream._digest`); the units already
+    leave the dropped ranges out (:func:`_less_drop`)."""
     crc = written = io = 0
-    for (off, length, _level, _fo), rbuf, base in items:
+    for ready in items:
+        off, length = ready.unit[0], ready.unit[1]
         io += length
-        data = rbuf.data
-        mv = memoryview(data)
+        runs, crc = cast(UnitRuns, ready.extra)
+        if sink is None or not runs:
+            continue
+        base = ready.start
+        mv = memoryview(ready.buffer.data)
         try:
-            for run_a, run_b in _nonzero_runs(data, off, length, base):
+            for run_a, run_b in runs:
                 piece = mv[base + run_a:base + run_b]
-                crc = digest_update(crc, off + run_a, piece)
-                if sink is not None:
-                    sink(off + run_a, piece)
-                    written += run_b - run_a
+                sink(off + run_a, piece)
+                written += run_b - run_a
                 piece.release()
         finally:
             mv.release()
