@@ -23,7 +23,19 @@ d. ``dd`` from /dev/zero of the live blocks' bytes (``bs=8M conv=fsync``): only 
    them, a floor no copy reaches (it must also read them from the same device);
 e. ``dd`` copying as many bytes from the base image file to a new file (``bs=8M
    conv=fsync``): reading and writing them, the least any copy of the live data does on
-   this device. This is the issue's "dd of the live data", and the time target's baseline.
+   this device. This is the issue's "dd of the live data";
+f. the same copy with direct I/O (``iflag=direct oflag=direct``): no page cache at all.
+   The time target is judged against the faster of e and f in each round.
+
+Memory state: this machine is a VM that hands freed memory back to its host (virtio-balloon
+free page reporting): a page touched for the first time after that costs a host fault (2
+GiB of fresh page cache written at ~250-300 MB/s, against ~1.5 GB/s for pages just freed).
+So a command started right after another freed gigabytes (an ``rm`` of its output, the
+cache drop) runs on warm pages, and one started seconds later on cold ones: the order of
+the commands would decide their times. Every command therefore starts after the cache drop
+*and* after the host has taken the freed memory back (``/sys/module/page_reporting``
+``reported_kib`` unchanged for 2 s): all start cold, the same way. The wait is recorded
+(``settle_s``); elsewhere (no page reporting) nothing is waited for.
 
 Rounds run fs, qemu-img and both dd back to back (``--repeat N``; zeros once, it is
 slow); each round's ratios use that round's own baselines, since the shared virtio disk's
@@ -72,7 +84,7 @@ SEED = 20261201
 BLOCK = 2 * MiB
 POOL = 32 * MiB
 DROP_CACHES = "/proc/sys/vm/drop_caches"
-TARGETS = {"fs_size_vs_live_max": 1.02, "fs_time_vs_dd_copy_max": 1.2}
+TARGETS = {"fs_size_vs_live_max": 1.02, "fs_time_vs_best_dd_copy_max": 1.2}
 #: The measurements compared with each dd baseline.
 RATIOED = ("fs", "zeros", "qemu")
 QEMU_FMT = {"vhd": ("vpc", ["-o", "subformat=dynamic,force_size=on"]),
@@ -187,6 +199,30 @@ def ideal(raw: str) -> dict[str, Any]:
             "kept_whole": kept}
 
 
+REPORTED = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def settle_memory(quiet_s: float = 2.0, limit_s: float = 60.0) -> float:
+    """Wait until free page reporting has reported nothing new for ``quiet_s`` (at most
+    ``limit_s``); returns the seconds waited (0 where the kernel does not report)."""
+    try:
+        with open(REPORTED) as f:
+            last = f.read()
+    except OSError:
+        return 0.0
+    t0 = time.monotonic()
+    still = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        time.sleep(0.25)
+        with open(REPORTED) as f:
+            now = f.read()
+        if now != last:
+            last, still = now, time.monotonic()
+        elif time.monotonic() - still >= quiet_s:
+            break
+    return time.monotonic() - t0
+
+
 class Runner:
     def __init__(self, logfile: str, log: Any) -> None:
         self.logfile = logfile
@@ -195,18 +231,21 @@ class Runner:
         self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
         self.dropped = True
 
-    def drop_caches(self) -> None:
+    def drop_caches(self) -> float:
+        """Drop the page cache, then wait for free page reporting to settle (see the
+        module docstring); returns the seconds waited."""
         os.sync()
         try:
             with open(DROP_CACHES, "w") as f:
                 f.write("3\n")
         except OSError:
             self.dropped = False
+        return settle_memory()
 
     def run(self, name: str, argv: list[str], out: str, prefix: list[str] | None = None
             ) -> dict[str, Any]:
         """Wall time (with the output's fsync), CPU, bytes written, output size."""
-        self.drop_caches()
+        settle = self.drop_caches()
         cmd = (prefix or []) + argv
         with open(self.logfile, "a") as logf:
             logf.write(f"\n$ {' '.join(cmd)}\n")
@@ -228,7 +267,7 @@ class Runner:
                "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
                "written_bytes": ru.ru_oublock * 512, "file_size": st.st_size,
                "allocated_bytes": st.st_blocks * 512,
-               "loadavg_1m": round(os.getloadavg()[0], 2)}
+               "loadavg_1m": round(os.getloadavg()[0], 2), "settle_s": round(settle, 2)}
         self.log(f"  {name:<26} {wall:8.2f} s  cpu {res['cpu_s']:7.2f} s  written "
                  f"{human(res['written_bytes']):>11}  size {human(st.st_size):>11}")
         return res
@@ -239,8 +278,9 @@ def vhdmend(*args: str) -> list[str]:
 
 
 def dd_runs(base: str, folder: str, layout: dict[str, Any], runner: Runner
-            ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two dd baselines: writing the live blocks' bytes, copying as many."""
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The dd baselines: writing the live blocks' bytes, copying as many through the page
+    cache and with direct I/O."""
     dd_out = os.path.join(folder, "dd.bin")
     dd = runner.run("dd live blocks", [
         "dd", "if=/dev/zero", f"of={dd_out}", "bs=8M", f"count={layout['live_block_bytes']}",
@@ -250,18 +290,26 @@ def dd_runs(base: str, folder: str, layout: dict[str, Any], runner: Runner
         "dd", f"if={base}", f"of={dd_out}", "bs=8M", f"count={layout['live_block_bytes']}",
         "iflag=count_bytes", "conv=fsync", "status=none"], dd_out)
     rm(dd_out)
-    return dd, dd_copy
+    dd_direct = runner.run("dd copy live bytes direct", [
+        "dd", f"if={base}", f"of={dd_out}", "bs=8M", f"count={layout['live_block_bytes']}",
+        "iflag=count_bytes,direct", "oflag=direct", "conv=fsync", "status=none"], dd_out)
+    rm(dd_out)
+    return dd, dd_copy, dd_direct
 
 
 def round_figures(fs: dict[str, Any], qemu: dict[str, Any], dd: dict[str, Any],
-                  dd_copy: dict[str, Any]) -> dict[str, Any]:
+                  dd_copy: dict[str, Any], dd_direct: dict[str, Any]) -> dict[str, Any]:
     """One round's times and their ratios (all measured in that round)."""
+    best = min(dd_copy["wall_s"], dd_direct["wall_s"])
     return {"fs_s": fs["wall_s"], "qemu_s": qemu["wall_s"], "dd_s": dd["wall_s"],
-            "dd_copy_s": dd_copy["wall_s"],
+            "dd_copy_s": dd_copy["wall_s"], "dd_direct_s": dd_direct["wall_s"],
             "fs_vs_dd": round(fs["wall_s"] / dd["wall_s"], 3),
             "fs_vs_dd_copy": round(fs["wall_s"] / dd_copy["wall_s"], 3),
+            "fs_vs_dd_direct": round(fs["wall_s"] / dd_direct["wall_s"], 3),
+            "fs_vs_best_dd_copy": round(fs["wall_s"] / best, 3),
             "fs_vs_qemu": round(fs["wall_s"] / qemu["wall_s"], 3),
-            "loadavg_1m": [r["loadavg_1m"] for r in (fs, qemu, dd, dd_copy)]}
+            "loadavg_1m": [r["loadavg_1m"] for r in (fs, qemu, dd, dd_copy, dd_direct)],
+            "settle_s": [r["settle_s"] for r in (fs, qemu, dd, dd_copy, dd_direct)]}
 
 
 def make_base(fmt: str, raw: str, folder: str) -> str:
@@ -297,8 +345,9 @@ def bench_format(fmt: str, base: str, folder: str, layout: dict[str, Any], runne
     res["qemu"] = runner.run(f"{fmt} qemu-img convert", [
         "qemu-img", "convert", "-f", qfmt, "-O", qfmt, *qopts, base, out], out)
     rm(out)
-    res["dd"], res["dd_copy"] = dd_runs(base, folder, layout, runner)
-    rounds = [round_figures(res["fs"], res["qemu"], res["dd"], res["dd_copy"])]
+    res["dd"], res["dd_copy"], res["dd_direct"] = dd_runs(base, folder, layout, runner)
+    rounds = [round_figures(res["fs"], res["qemu"], res["dd"], res["dd_copy"],
+                            res["dd_direct"])]
     # Further rounds on the same base: fs, qemu-img and both dd (zeros only once: slow).
     for _ in range(repeat - 1):
         fs_argv = vhdmend("remediate", base, "--output", out, "--type", "dynamic",
@@ -310,7 +359,8 @@ def bench_format(fmt: str, base: str, folder: str, layout: dict[str, Any], runne
         rm(out)
         rounds.append(round_figures(fs, qemu, *dd_runs(base, folder, layout, runner)))
     res["rounds"] = rounds
-    keys = ("fs_s", "qemu_s", "dd_s", "dd_copy_s", "fs_vs_dd", "fs_vs_dd_copy", "fs_vs_qemu")
+    keys = ("fs_s", "qemu_s", "dd_s", "dd_copy_s", "dd_direct_s", "fs_vs_dd", "fs_vs_dd_copy",
+            "fs_vs_dd_direct", "fs_vs_best_dd_copy", "fs_vs_qemu")
     res["best"] = {k: min(r[k] for r in rounds) for k in keys}
     res["median"] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys}
     if not keep:
@@ -318,15 +368,17 @@ def bench_format(fmt: str, base: str, folder: str, layout: dict[str, Any], runne
     live = layout["live_block_bytes"]
     dd = res["dd"]["wall_s"]
     dd_copy = res["dd_copy"]["wall_s"]
+    dd_direct = res["dd_direct"]["wall_s"]
     res["ratios"] = {k: {"size_vs_live": round(res[k]["file_size"] / live, 4),
                          "written_vs_live": round(res[k]["written_bytes"] / live, 4),
                          "time_vs_dd": round(res[k]["wall_s"] / dd, 3),
-                         "time_vs_dd_copy": round(res[k]["wall_s"] / dd_copy, 3)}
+                         "time_vs_dd_copy": round(res[k]["wall_s"] / dd_copy, 3),
+                         "time_vs_dd_direct": round(res[k]["wall_s"] / dd_direct, 3)}
                      for k in RATIOED}
     fs = res["ratios"]["fs"]
     res["meets"] = {"size": fs["size_vs_live"] <= TARGETS["fs_size_vs_live_max"],
-                    "time_vs_dd_copy_median": res["median"]["fs_vs_dd_copy"]
-                    <= TARGETS["fs_time_vs_dd_copy_max"]}
+                    "time_vs_best_dd_copy_median": res["median"]["fs_vs_best_dd_copy"]
+                    <= TARGETS["fs_time_vs_best_dd_copy_max"]}
     return res
 
 
@@ -343,7 +395,8 @@ def print_table(report: dict[str, Any]) -> None:
                   f"{q['time_vs_dd_copy']:6.2f} {human(r['file_size']):>11} "
                   f"{q['size_vs_live']:7.3f} {human(r['written_bytes']):>11} "
                   f"{q['written_vs_live']:7.3f}")
-        for k, name in (("dd", "dd live blocks"), ("dd_copy", "dd copy live bytes")):
+        for k, name in (("dd", "dd live blocks"), ("dd_copy", "dd copy live bytes"),
+                        ("dd_direct", "dd copy direct")):
             d = res[k]
             print(f"{name:<28} {d['wall_s']:8.2f} {d['wall_s'] / res['dd']['wall_s']:6.2f} "
                   f"{d['wall_s'] / res['dd_copy']['wall_s']:6.2f} "
@@ -352,9 +405,11 @@ def print_table(report: dict[str, Any]) -> None:
               f"{res['meets']}")
         for i, r in enumerate(res["rounds"]):
             print(f"  round {i + 1}: fs {r['fs_s']:.2f} s, qemu-img {r['qemu_s']:.2f} s, dd "
-                  f"{r['dd_s']:.2f} s, dd copy {r['dd_copy_s']:.2f} s: fs x dd "
-                  f"{r['fs_vs_dd']:.2f}, x dd copy {r['fs_vs_dd_copy']:.2f}, x qemu-img "
-                  f"{r['fs_vs_qemu']:.2f} (load {r['loadavg_1m']})")
+                  f"{r['dd_s']:.2f} s, dd copy {r['dd_copy_s']:.2f} s, direct "
+                  f"{r['dd_direct_s']:.2f} s: fs x dd {r['fs_vs_dd']:.2f}, x dd copy "
+                  f"{r['fs_vs_dd_copy']:.2f}, x direct {r['fs_vs_dd_direct']:.2f}, x best "
+                  f"copy {r['fs_vs_best_dd_copy']:.2f}, x qemu-img {r['fs_vs_qemu']:.2f} "
+                  f"(load {r['loadavg_1m']}, settled {r['settle_s']} s)")
         print(f"  median of {len(res['rounds'])}: {res['median']}")
         print(f"  best of {len(res['rounds'])}: {res['best']}")
 
