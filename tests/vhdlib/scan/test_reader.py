@@ -101,6 +101,9 @@ def _damaged(seed: int, folder: Path, fmt: str) -> Path:
     else:
         data = mutate._truncate(rnd, data, structs)
     path.write_bytes(data)
+    # Written back before the two reads: a file's st_blocks can grow under writeback (its
+    # extent blocks), which would make the two readers' figures differ by timing alone.
+    os.sync()
     return path
 
 
