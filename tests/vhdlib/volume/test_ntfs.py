@@ -212,3 +212,22 @@ def test_bad_boot_sector_is_a_structure_error(tmp_path: Path, offset: int,
     raw[offset:offset + len(value)] = value
     with pytest.raises(VolumeStructureError):
         BootSector.parse(bytes(raw))
+
+
+def test_bitmap_freeing_a_file_cluster_is_kept(tmp_path: Path) -> None:
+    """$Bitmap damaged over a user file's clusters (ntfsfix -n still calls it clean):
+    believing it would drop the file's data, so the volume is kept whole."""
+    image = build(tmp_path)
+    with FileDisk(image) as disk:
+        win = Window(disk, 0, disk.virtual_size)
+        mft = Mft(win, BootSector.parse(win.read(0, 512)))
+        lcns = [run.lcn for n in range(24, mft.count)
+                if mft.raw(n)[:4] == b"FILE" and struct.unpack_from("<H", mft.raw(n), 0x16)[0] & 1
+                for a in mft.record(n).attributes for run in a.runs if run.lcn]
+        cluster = mft.boot.cluster_size
+    assert lcns  # a.bin and b.bin are non-resident
+    bm_lcn, _ = _first_lcn(image, 6)
+    byte = bm_lcn * cluster + lcns[0] // 8 + 1  # a whole byte inside the file's first run
+    assert guests.peek(image, byte, 1) == b"\xff"
+    guests.patch(image, byte, b"\x00")
+    assert "free" in _kept(image) and "MFT record" in _kept(image)

@@ -115,10 +115,39 @@ def _index_block_size(value: bytes) -> int:
 
 
 def _require_used(bitmap: bytes, runs: list[Range], what: str) -> None:
+    """Every cluster of ``runs`` must be marked used in ``bitmap``; whole bytes are
+    compared at once (a file of gigabytes has millions of clusters)."""
     for lcn, length in runs:
-        for c in range(lcn, lcn + length):
-            if not bitmap[c >> 3] >> (c & 7) & 1:
+        end = lcn + length
+        lo, hi = -(-lcn // 8), end // 8  # the bytes wholly inside the run
+        edges = range(lcn, end) if lo >= hi else (*range(lcn, lo * 8), *range(hi * 8, end))
+        whole = bitmap[lo:hi] if lo < hi else b""
+        if whole.count(0xFF) != len(whole) or len(whole) != max(0, hi - lo):
+            raise VolumeStructureError(f"$Bitmap marks clusters of {what} free "
+                                       f"(around cluster {lcn})")
+        for c in edges:
+            if c >> 3 >= len(bitmap) or not bitmap[c >> 3] >> (c & 7) & 1:
                 raise VolumeStructureError(f"$Bitmap marks cluster {c} of {what} free")
+
+
+#: Offset of a file record's flags (libfsntfs, "MFT entry header"): bit 0 = in use.
+_RECORD_FLAGS = 0x16
+
+
+def _require_files_used(mft: Mft, bitmap: bytes) -> None:
+    """Every cluster any in-use file record maps (its non-resident attributes' runs) must
+    be marked used: a bitmap that calls a file's cluster free is damaged, and believing it
+    would drop the file's data. Records never used (no ``FILE`` signature) or free are
+    skipped; an in-use record that does not parse keeps the volume whole."""
+    for number in range(mft.count):
+        raw = mft.raw(number)
+        if raw[:4] != b"FILE" or not struct.unpack_from("<H", raw, _RECORD_FLAGS)[0] & 1:
+            continue
+        rec = mft.record(number)
+        for attr in rec.attributes:
+            runs = [(run.lcn, run.length) for run in attr.runs if run.lcn is not None]
+            if runs:
+                _require_used(bitmap, runs, f"MFT record {number}")
 
 
 def read(win: Window) -> FsMap:
@@ -147,6 +176,7 @@ def read(win: Window) -> FsMap:
         seg = mft.data_segments(mft.record(number), what)
         system += [(run.lcn, run.length) for run in seg.runs if run.lcn is not None]
     _require_used(bitmap, system, "a system file")
+    _require_files_used(mft, bitmap)
     cs = boot.cluster_size
     free = tuple((lcn * cs, (lcn + n) * cs) for lcn, n in clear_runs(bitmap, boot.total_clusters))
     return FsMap("ntfs", cs, free)
