@@ -111,12 +111,9 @@ def _resident_pages(fd: int, length: int) -> int:
     try:
         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))  # type: ignore[arg-type]
         vec = (ctypes.c_ubyte * (-(-length // page)))()
-        try:
-            if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(length), vec) != 0:
-                pytest.skip("mincore unavailable")
-            return sum(v & 1 for v in vec)
-        finally:
-            del addr
+        if libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(length), vec) != 0:
+            pytest.skip("mincore unavailable")
+        return sum(v & 1 for v in vec)
     finally:
         m.close()
 

@@ -222,7 +222,7 @@ def test_bitmap_freeing_a_file_cluster_is_kept(tmp_path: Path) -> None:
         win = Window(disk, 0, disk.virtual_size)
         mft = Mft(win, BootSector.parse(win.read(0, 512)))
         lcns = [run.lcn for n in range(24, mft.count)
-                if mft.raw(n)[:4] == b"FILE" and struct.unpack_from("<H", mft.raw(n), 0x16)[0] & 1
+                if r.marked_in_use(mft.raw(n))
                 for a in mft.record(n).attributes for run in a.runs if run.lcn]
         cluster = mft.boot.cluster_size
     assert lcns  # a.bin and b.bin are non-resident

@@ -100,6 +100,13 @@ class Attribute:
                    tuple(runs))
 
 
+def marked_in_use(raw: bytes) -> bool:
+    """True when a raw file record (before fixups) is a record at all (``FILE``) and its
+    header's flags say in use (libfsntfs "MFT entry header": flags at 0x16, never a fixup
+    position): the records a walk over the $MFT must parse."""
+    return raw[:4] == b"FILE" and bool(struct.unpack_from("<H", raw, 0x16)[0] & RECORD_IN_USE)
+
+
 @dataclass(frozen=True)
 class MftRecord:
     """A file record segment after fixups: header fields and its attributes."""

@@ -9,6 +9,7 @@ holds a hibernation image (hibernation or Fast Startup), when ``$MFTMirr`` disag
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from vhdlib.volume.errors import UnsupportedVolumeError, VolumeStateRefusal, VolumeStructureError
 from vhdlib.volume.fsmap import FsMap
@@ -120,30 +121,30 @@ def _require_used(bitmap: bytes, runs: list[Range], what: str) -> None:
     for lcn, length in runs:
         end = lcn + length
         lo, hi = -(-lcn // 8), end // 8  # the bytes wholly inside the run
-        edges = range(lcn, end) if lo >= hi else (*range(lcn, lo * 8), *range(hi * 8, end))
-        whole = bitmap[lo:hi] if lo < hi else b""
-        if whole.count(0xFF) != len(whole) or len(whole) != max(0, hi - lo):
-            raise VolumeStructureError(f"$Bitmap marks clusters of {what} free "
-                                       f"(around cluster {lcn})")
+        if lo < hi:
+            whole = bitmap[lo:hi]
+            if len(whole) != hi - lo or whole.count(0xFF) != hi - lo:
+                raise VolumeStructureError(f"$Bitmap marks clusters of {what} free "
+                                           f"(around cluster {lcn})")
+            edges: Iterable[int] = (*range(lcn, lo * 8), *range(hi * 8, end))
+        else:
+            edges = range(lcn, end)
         for c in edges:
             if c >> 3 >= len(bitmap) or not bitmap[c >> 3] >> (c & 7) & 1:
                 raise VolumeStructureError(f"$Bitmap marks cluster {c} of {what} free")
 
 
-#: Offset of a file record's flags (libfsntfs, "MFT entry header"): bit 0 = in use.
-_RECORD_FLAGS = 0x16
-
-
 def _require_files_used(mft: Mft, bitmap: bytes) -> None:
     """Every cluster any in-use file record maps (its non-resident attributes' runs) must
     be marked used: a bitmap that calls a file's cluster free is damaged, and believing it
-    would drop the file's data. Records never used (no ``FILE`` signature) or free are
-    skipped; an in-use record that does not parse keeps the volume whole."""
+    would drop the file's data. Records never used or free are skipped; an in-use record
+    that does not parse keeps the volume whole. Each record is read once and parsed
+    without the $MFT's cache (a walk over millions of files would keep them all)."""
     for number in range(mft.count):
         raw = mft.raw(number)
-        if raw[:4] != b"FILE" or not struct.unpack_from("<H", raw, _RECORD_FLAGS)[0] & 1:
+        if not r.marked_in_use(raw):
             continue
-        rec = mft.record(number)
+        rec = r.MftRecord.parse(raw, number, mft.boot.total_clusters)
         for attr in rec.attributes:
             runs = [(run.lcn, run.length) for run in attr.runs if run.lcn is not None]
             if runs:
