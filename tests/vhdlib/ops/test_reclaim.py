@@ -21,6 +21,7 @@ import vhdlib
 from tests.conftest import require_tool
 from tests.vhdlib.ops.test_resume import run_with_crashes
 from tests.vhdlib.volume import guests
+from tests.vhdmend.helpers import run_cli
 from vhdlib import journal, ops
 from vhdlib.errors import (
     ChangedInputError,
@@ -31,6 +32,7 @@ from vhdlib.errors import (
 )
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore
+from vhdmend.sizes import human_size
 
 MiB = guests.MiB
 SIZE = 80 * MiB
@@ -448,3 +450,67 @@ def test_compact_verification_finds_a_block_moved_wrong(
     assert "read differently" in str(ei.value)
     # The journal stays: the disk is what the moves left, nothing is undone silently.
     assert os.path.exists(str(path) + ".vhdmend.json")
+
+
+# --- vhdmend info --fs: a disk, a VHD chain, a VHDX chain; text and JSON -----------------
+
+
+def _free_in(truth: list[tuple[int, int]], start: int, length: int) -> int:
+    """Bytes of the guest tools' free ranges that lie in ``[start, start + length)``."""
+    return sum(max(0, min(e, start + length) - max(s, start)) for s, e in truth)
+
+
+@pytest.fixture(scope="module")
+def info_disks(guest: dict) -> dict[str, tuple[Path, list[tuple[int, int]]]]:
+    """name -> (the path ``info`` is given, the guest tools' free ranges of its newest
+    view): a dynamic VHD, and VHD and VHDX chains whose child's guest freed and used."""
+    tmp = guest["tmp"] / "info"
+    tmp.mkdir()
+    out: dict[str, tuple[Path, list[tuple[int, int]]]] = {}
+    for fmt, child_name in (("vhd", "child.vhd"), ("vhdx", "child.avhdx")):
+        folder = tmp / fmt
+        folder.mkdir()
+        raw = folder / "base.img"
+        raw.write_bytes(guest["before"].read_bytes())
+        base = qemu_convert(raw, folder / f"base.{fmt}", {"vhd": "vpc"}.get(fmt, fmt),
+                            "-o", "subformat=dynamic")
+        _child_with(base, guest["after"], folder / child_name)
+        out[f"{fmt}-chain"] = (folder / child_name, guest["truth_after"])
+        if fmt == "vhd":
+            out["vhd"] = (base, guest["truth_before"])
+    return out
+
+
+@pytest.mark.parametrize("name", ["vhd", "vhd-chain", "vhdx-chain"])
+def test_cli_info_fs_json(info_disks: dict, name: str) -> None:
+    path, truth = info_disks[name]
+    r = run_cli("info", "--fs", "--json", path)
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    assert len(info["chain"]) == (2 if "chain" in name else 1)
+    volumes = info["volumes"]
+    assert volumes["scheme"] == "gpt" and not volumes["kept_whole"]
+    parts = volumes["partitions"]
+    assert [(p["file_system"], p["start"], p["length"]) for p in parts] == [
+        ("ntfs", NTFS_AT, NTFS_LEN), ("ext4", EXT_AT, EXT_LEN)]
+    # The newest view's free space, as ntfs-3g and dumpe2fs count it.
+    for p in parts:
+        assert not p["kept_whole"]
+        assert p["free_bytes"] == _free_in(truth, p["start"], p["length"]), p
+
+
+@pytest.mark.parametrize("name", ["vhd", "vhd-chain", "vhdx-chain"])
+def test_cli_info_fs_text(info_disks: dict, name: str) -> None:
+    path, truth = info_disks[name]
+    r = run_cli("info", "--fs", path)
+    assert r.code == 0, r.err
+    if "chain" in name:
+        assert "chain (2 files, newest first):" in r.out
+    lines = r.out.splitlines()
+    head = lines.index("partitions (gpt, 512-byte sectors):")
+    ntfs, ext = lines[head + 1], lines[head + 2]
+    assert ntfs.startswith(f"  [1] at {NTFS_AT}, 40.0 MiB  ntfs, clusters 4.0 KiB, free ")
+    assert ext.startswith(f"  [2] at {EXT_AT}, 36.0 MiB  ext4, clusters ")
+    assert "kept whole" not in r.out
+    free = human_size(_free_in(truth, EXT_AT, EXT_LEN))
+    assert ext.endswith(f"free {free}"), (ext, free)
