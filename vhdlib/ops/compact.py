@@ -203,10 +203,11 @@ class CompactOperation(Operation[CompactState]):
         guest that wrote into blocks already allocated (a VHD changes nothing else)
         changed its allocation maps: with ``--reclaim fs`` in the drop phase, the file
         systems are scanned again and must name the same free blocks. ``truncate`` is
-        not checked: it changes size and id itself, and moves no data.
+        not checked: it changes size and id itself, and moves no data (nor is a finished
+        run, whose journal a kill left while the result was worked out).
         """
         phase = self.state.phase
-        if not self.state.inputs or phase == "truncate":
+        if not self.state.inputs or phase not in ("drop", "move", "verify"):
             return
         lenient = bool(self.state.options.get("lenient"))
         verify_identity(dict(self.state.inputs[0]), lenient=lenient, fields=("size", "uuid"))

@@ -126,3 +126,25 @@ def test_run_refuses_a_disk_changed_since_the_plan(tmp_path: Path, fmt: str) -> 
     with pytest.raises(ChangedInputError, match="mtime"):
         op.run()
     assert not os.path.exists(op.journal_path)
+
+
+def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while the journal already says done (the result is being worked out): the
+    file is compacted, truncated and sealed, and the resume just finishes."""
+    from tests.vhdlib.ops.test_resume import Crash
+    from vhdlib.ops.compact import CompactOperation
+
+    chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
+    op = ops.prepare("compact", str(chain.base))
+
+    def killed(self: CompactOperation) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(CompactOperation, "result", killed)
+    with pytest.raises(Crash):
+        op.run()
+    monkeypatch.undo()
+    assert journal.load(op.journal_path)["phase"] == "done"
+    assert ops.resume(op.journal_path).run()["status"] == "done"
+    assert read_all(chain.base) == chain.ref
