@@ -67,7 +67,7 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             data = [(e.offset, e.end) for e in disk.extents() if e.kind is ExtentKind.DATA]
         assert not any(s < HOLE[1] and HOLE[0] < e for s, e in data)
         sources[fmt] = {"path": path, "data": data, "sha256": file_sha256(path)}
-    return {"raw": raw, "free": free, "sources": sources}
+    return {"raw": raw, "sources": sources}
 
 
 def _prepare(guest: dict[str, Any], tmp_path: Path, fmt: str, out_type: str
@@ -89,12 +89,12 @@ def _target(guest: dict[str, Any], fmt: str, drop: list[list[int]], where: str) 
     if where == "hole":
         return HOLE[0] + 64 * 1024
     if where == "dropped":
-        at = next(s for s, e in drop for s in range(s, e, MiB)
+        at = next(s for lo, hi in drop for s in range(lo, hi, MiB)
                   if s >= HOLE[1] and any(a <= s and s + MiB <= b for a, b in data))
         assert any(guest["raw"][at:at + len(BAD)])  # stale bytes the copy left out
         return at
     raw = guest["raw"]
-    # The file's data (random bytes: hardly a zero byte), which no dropped block touches.
+    # Kept bytes (hardly a zero among them: the file's data), in no dropped block.
     return next(at for at in range(MiB, SIZE, 64 << 10)
                 if raw[at:at + len(BAD)].count(0) < 64
                 and not any(s < at + len(BAD) and at < e for s, e in drop))
