@@ -260,7 +260,6 @@ class CompactOperation(Operation[CompactState]):
                 if store.slot_offset(i) is not None:
                     if self._drops(i):
                         store.drop(i)
-                        self.update(dropped=int(self.state.dropped) + 1)
                     spent += store.block_size
                     self.add_done(store.block_size)
                 self._end_group(i)
@@ -269,7 +268,8 @@ class CompactOperation(Operation[CompactState]):
             if i >= store.block_count:
                 self.flush_files()
                 planned, end = plan_moves(store)
-                self.update(moves=tuple(tuple(m) for m in planned), new_end=end)
+                self.update(moves=tuple(tuple(m) for m in planned), new_end=end,
+                            dropped=self._dropped_count())
                 self.next_phase()
         elif phase == "move":
             moves = self.state.moves
@@ -313,6 +313,16 @@ class CompactOperation(Operation[CompactState]):
                                            int(self.state.crc), self._buf)
         self.update(crc=crc)
         return zero
+
+    def _dropped_count(self) -> int:
+        """Blocks the drop phase dropped: allocated at the plan less allocated now. Not a
+        running count: a chunk redone after a kill finds the blocks it had dropped before
+        the kill unallocated already, and would leave them out (the disk is the planned
+        one, and only this operation changed its allocation: see :meth:`_check_target`)."""
+        assert self.store is not None
+        store = self.store
+        left = sum(1 for i in range(store.block_count) if store.slot_offset(i) is not None)
+        return int(self.plan.details["allocated_blocks"]) - left
 
     def _end_group(self, i: int) -> None:
         """After block ``i`` (drop phase): keep its group's digest once the group is done."""

@@ -96,6 +96,8 @@ class CompactState(State):
     format: str = ""
     seed: str = ""
     output: Mapping[str, Any] = field(default_factory=dict)
+    #: Blocks dropped, set when the drop phase ends (from the allocation, not counted
+    #: as it goes: see :meth:`~vhdlib.ops.compact.CompactOperation._dropped_count`).
     dropped: int = 0
     #: ``(block, from, to)`` moves, computed once after the drop phase.
     moves: tuple[tuple[int, ...], ...] = ()

@@ -148,3 +148,65 @@ def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
     assert journal.load(op.journal_path)["phase"] == "done"
     assert ops.resume(op.journal_path).run()["status"] == "done"
     assert read_all(chain.base) == chain.ref
+
+
+def _holes(path: Path, fmt: str, blocks: int, block: int) -> bytes:
+    """A dynamic disk whose even blocks are allocated zeros (droppable), odd ones data;
+    its bytes (and holes) the same each time: the ids are fixed."""
+    from uuid import UUID
+
+    from vhdlib import vhd, vhdx
+    from vhdlib.layer import DiskType, Layer
+    ids = iter(UUID(int=n) for n in range(1, 100))
+    layer: Layer = (vhd.create(str(path), blocks * block, DiskType.DYNAMIC, block_size=block,
+                               uuid=UUID(int=7), timestamp=5) if fmt == "vhd" else
+                    vhdx.create(str(path), blocks * block, DiskType.DYNAMIC, block_size=block,
+                                guid_factory=lambda: next(ids), file_write_guid=UUID(int=101),
+                                data_write_guid=UUID(int=102), virtual_disk_id=UUID(int=103)))
+    ref = bytearray(blocks * block)
+    with layer:
+        for i in range(blocks):
+            data = bytes(block) if i % 2 == 0 else bytes([i]) * block
+            layer.write(i * block, data)
+            ref[i * block:(i + 1) * block] = data
+        layer.flush()
+    return bytes(ref)
+
+
+def test_a_kill_before_the_checkpoint_reports_what_an_uninterrupted_run_does(
+        tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once a chunk's drops are durable but before its checkpoint: the redone chunk
+    finds those blocks dropped already, and the result must count them all the same (a
+    resumed job is indistinguishable from an uninterrupted one)."""
+    from tests.vhdlib.ops.test_resume import Crash
+    block, chunk = 1 << 20, 4 << 20
+    path = tmp_path / f"holes.{fmt}"
+    ref = _holes(path, fmt, 24, block)
+    original = path.read_bytes()
+    # Given the result and bytes of an uninterrupted run
+    want = ops.prepare("compact", str(path)).run(chunk_bytes=chunk)
+    want_bytes = path.read_bytes()
+    path.unlink()
+    assert _holes(path, fmt, 24, block) == ref and path.read_bytes() == original
+    # When a run dies at its second checkpoint in the drop phase (two drops made durable)
+    op = ops.prepare("compact", str(path))
+    real_save = journal.save
+    saves = {"n": 0}
+
+    def save(where: str, state: dict) -> None:
+        if state["phase"] == "drop" and state["cursor"]:
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise Crash()
+        real_save(where, state)
+
+    monkeypatch.setattr(journal, "save", save)
+    with pytest.raises(Crash):
+        op.run(chunk_bytes=chunk)
+    monkeypatch.undo()
+    # Then the resumed run reports the same figures and leaves the same bytes
+    got = ops.resume(op.journal_path).run(chunk_bytes=chunk)
+    assert want["dropped_blocks"] == 12
+    assert got == want
+    assert path.read_bytes() == want_bytes
+    assert read_all(path) == ref
