@@ -40,6 +40,8 @@ class SlotHost(Protocol):
 
     def flush(self) -> None: ...
 
+    def clean_log(self) -> None: ...
+
     def reserved_ranges(self) -> list[tuple[int, int]]: ...
 
     def extend_allocation(self, end: int) -> None: ...
@@ -126,7 +128,9 @@ class VhdxBlockStore(BlockStore):
 
     def truncate_after(self, end: int) -> None:
         lay = self.layer
-        lay.flush()
+        # A kill after the truncation must leave a file that opens: no active log entry
+        # may name the old size as flushed.
+        lay.clean_log()
         end = align_up(end, MiB)
         reserved_end = max(hi for _, hi in self.reserved_ranges())
         end = max(end, reserved_end)

@@ -122,6 +122,13 @@ class VhdxLayer(VhdxReader):
         self._commit_metadata()
         os.fsync(self._fd)
 
+    def clean_log(self) -> None:
+        """Flush, then mark the log clean (LogGuid zero, MS-VHDX 2.2.2), before the file
+        shrinks: every entry is applied by then, and an active one names the longer file
+        as flushed, which replay must refuse once the file is shorter (2.3.3)."""
+        self.flush()
+        self._session.end()
+
     def close(self) -> None:
         """Flush, then mark the log clean (LogGuid zero) when this open wrote anything."""
         if self._fd >= 0 and self.writable:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import vhdlib
 from tests.chains import build_chain, read_all
+from tests.vhdlib.ops.test_resume import Crash
 from vhdlib import journal, ops
 from vhdlib.errors import ChangedInputError, UsageError
 from vhdlib.formats import open_layer
@@ -132,7 +135,6 @@ def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed while the journal already says done (the result is being worked out): the
     file is compacted, truncated and sealed, and the resume just finishes."""
-    from tests.vhdlib.ops.test_resume import Crash
     from vhdlib.ops.compact import CompactOperation
 
     chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
@@ -150,27 +152,33 @@ def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
     assert read_all(chain.base) == chain.ref
 
 
-def _holes(path: Path, fmt: str, blocks: int, block: int) -> bytes:
-    """A dynamic disk whose even blocks are allocated zeros (droppable), odd ones data;
-    its bytes (and holes) the same each time: the ids are fixed."""
+def _disk(path: Path, fmt: str, size: int, block: int, writes: dict[int, bytes]) -> bytes:
+    """A dynamic disk with ``writes`` (block index: its bytes) allocated in that order, its
+    bytes (and holes) the same each time (the ids are fixed); returns what it reads."""
     from uuid import UUID
 
     from vhdlib import vhd, vhdx
     from vhdlib.layer import DiskType, Layer
     ids = iter(UUID(int=n) for n in range(1, 100))
-    layer: Layer = (vhd.create(str(path), blocks * block, DiskType.DYNAMIC, block_size=block,
+    layer: Layer = (vhd.create(str(path), size, DiskType.DYNAMIC, block_size=block,
                                uuid=UUID(int=7), timestamp=5) if fmt == "vhd" else
-                    vhdx.create(str(path), blocks * block, DiskType.DYNAMIC, block_size=block,
+                    vhdx.create(str(path), size, DiskType.DYNAMIC, block_size=block,
                                 guid_factory=lambda: next(ids), file_write_guid=UUID(int=101),
                                 data_write_guid=UUID(int=102), virtual_disk_id=UUID(int=103)))
-    ref = bytearray(blocks * block)
+    ref = bytearray(size)
     with layer:
-        for i in range(blocks):
-            data = bytes(block) if i % 2 == 0 else bytes([i]) * block
+        for i, data in writes.items():
             layer.write(i * block, data)
             ref[i * block:(i + 1) * block] = data
         layer.flush()
     return bytes(ref)
+
+
+def _holes(path: Path, fmt: str, blocks: int, block: int) -> bytes:
+    """Even blocks allocated zeros (droppable), odd ones data."""
+    return _disk(path, fmt, blocks * block, block,
+                 {i: bytes(block) if i % 2 == 0 else bytes([i]) * block
+                  for i in range(blocks)})
 
 
 def test_a_kill_before_the_checkpoint_reports_what_an_uninterrupted_run_does(
@@ -178,7 +186,6 @@ def test_a_kill_before_the_checkpoint_reports_what_an_uninterrupted_run_does(
     """Killed once a chunk's drops are durable but before its checkpoint: the redone chunk
     finds those blocks dropped already, and the result must count them all the same (a
     resumed job is indistinguishable from an uninterrupted one)."""
-    from tests.vhdlib.ops.test_resume import Crash
     block, chunk = 1 << 20, 4 << 20
     path = tmp_path / f"holes.{fmt}"
     ref = _holes(path, fmt, 24, block)
@@ -210,3 +217,49 @@ def test_a_kill_before_the_checkpoint_reports_what_an_uninterrupted_run_does(
     assert got == want
     assert path.read_bytes() == want_bytes
     assert read_all(path) == ref
+
+
+
+#: What reaches a file: a kill -9 stand-in makes these fail from some call on.
+_SYSCALLS = ("pwrite", "pwritev", "fsync", "ftruncate")
+_REAL = {name: getattr(os, name) for name in _SYSCALLS}
+
+
+def _die_once(monkeypatch: pytest.MonkeyPatch, when: Callable[[str, tuple[Any, ...]], bool]
+              ) -> None:
+    """kill -9 stand-in: the process's writes, fsyncs and truncations are made until
+    ``when(name, args)`` holds for one (made too); each one after it raises Crash, so
+    nothing after reaches the file (not even what a ``finally`` would flush)."""
+    dead = {"yes": False}
+    for name in _SYSCALLS:
+        def call(*a: Any, _real: Any = _REAL[name], _name: str = name) -> Any:
+            if dead["yes"]:
+                raise Crash()
+            dead["yes"] = when(_name, a)
+            return _real(*a)
+
+        monkeypatch.setattr(os, name, call)
+
+
+def test_vhdx_killed_once_the_file_shrank_resumes(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once the truncate phase shrank the file, before the final headers: the log
+    must be clean by then, since its entries name the longer file as flushed and replay
+    refuses a shorter one (MS-VHDX 2.3.3); the resume opens the file and finishes."""
+    block = 1 << 20
+    path = tmp_path / "holes.vhdx"
+    ref = _holes(path, "vhdx", 8, block)
+    want = ops.prepare("compact", str(path)).run()
+    want_bytes = path.read_bytes()
+    path.unlink()
+    _holes(path, "vhdx", 8, block)
+    op = ops.prepare("compact", str(path))
+    _die_once(monkeypatch, lambda name, a: name == "ftruncate" and a[1] < os.fstat(a[0]).st_size)
+    with pytest.raises(Crash):
+        op.run()
+    monkeypatch.undo()
+    assert os.path.getsize(path) < len(want_bytes) + 4 * block  # it did shrink
+    assert ops.resume(op.journal_path).run() == want
+    assert path.read_bytes() == want_bytes
+    assert read_all(path) == ref
+
