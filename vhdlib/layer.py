@@ -372,12 +372,14 @@ class BlockStore(ABC):
 
     @abstractmethod
     def drop(self, index: int) -> None:
-        """Mark block ``index`` unallocated (crash-safe; idempotent)."""
+        """Mark block ``index`` unallocated (crash-safe; idempotent); durable once the
+        layer is flushed."""
 
     @abstractmethod
     def move(self, index: int, new_offset: int) -> None:
-        """Copy block ``index``'s slot to ``new_offset``, make it durable, then repoint the
-        BAT (crash-safe; idempotent as long as the old slot is untouched)."""
+        """Copy block ``index``'s slot to ``new_offset``, then repoint the BAT, never
+        before the copy is durable (crash-safe; idempotent as long as the old slot is
+        untouched); the new entry is durable once the layer is flushed."""
 
     @abstractmethod
     def reserved_ranges(self) -> list[tuple[int, int]]:

@@ -85,6 +85,10 @@ class VhdxBlockStore(BlockStore):
         return True
 
     def drop(self, index: int) -> None:
+        """The BAT entry changes in memory only: the layer's next flush (compaction's,
+        before each checkpoint) takes all of a chunk's drops through the log in one entry,
+        or as few as the log holds (:meth:`vhdlib.vhdx.log.LogWriter.commit`), not one
+        entry (and four fsyncs) a block. A kill before it leaves the file as it was."""
         lay = self.layer
         idx = self.bat.index(index)
         # Dynamic: ZERO says "reads zeros" explicitly. Differencing: NOT_PRESENT, since a
@@ -94,9 +98,12 @@ class VhdxBlockStore(BlockStore):
             return
         lay.begin_change()
         self.bat.set(idx, S.bat_entry(state, 0))
-        lay.flush()
 
     def move(self, index: int, new_offset: int) -> None:
+        """Copy the slot now; the BAT entry changes in memory, as a drop's does: the
+        layer's flush fsyncs the copies before the log entry that points at them (and
+        moves never write where another move reads: :func:`vhdlib.ops.compact.plan_moves`
+        puts slots only into holes, so the old slots stay as the file's BAT says)."""
         lay = self.layer
         if new_offset % MiB:
             raise UsageError(f"slot offset {new_offset} is not 1 MiB aligned", path=lay.path)
@@ -118,7 +125,6 @@ class VhdxBlockStore(BlockStore):
             pos += n
         lay.extend_allocation(new_offset + self.block_size)
         self.bat.set(idx, S.bat_entry(S.bat_state(ent), new_offset))
-        lay.flush()
 
     def reserved_ranges(self) -> list[tuple[int, int]]:
         return self.layer.reserved_ranges()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,9 @@ def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
     assert read_all(chain.base) == chain.ref
 
 
-def _disk(path: Path, fmt: str, size: int, block: int, writes: dict[int, bytes]) -> bytes:
+def _disk(path: Path, fmt: str, size: int, block: int, writes: dict[int, bytes]) -> None:
     """A dynamic disk with ``writes`` (block index: its bytes) allocated in that order, its
-    bytes (and holes) the same each time (the ids are fixed); returns what it reads."""
+    bytes (and holes) the same each time: the ids are fixed."""
     from uuid import UUID
 
     from vhdlib import vhd, vhdx
@@ -165,20 +166,17 @@ def _disk(path: Path, fmt: str, size: int, block: int, writes: dict[int, bytes])
                     vhdx.create(str(path), size, DiskType.DYNAMIC, block_size=block,
                                 guid_factory=lambda: next(ids), file_write_guid=UUID(int=101),
                                 data_write_guid=UUID(int=102), virtual_disk_id=UUID(int=103)))
-    ref = bytearray(size)
     with layer:
         for i, data in writes.items():
             layer.write(i * block, data)
-            ref[i * block:(i + 1) * block] = data
         layer.flush()
-    return bytes(ref)
 
 
 def _holes(path: Path, fmt: str, blocks: int, block: int) -> bytes:
-    """Even blocks allocated zeros (droppable), odd ones data."""
-    return _disk(path, fmt, blocks * block, block,
-                 {i: bytes(block) if i % 2 == 0 else bytes([i]) * block
-                  for i in range(blocks)})
+    """Even blocks allocated zeros (droppable), odd ones data; returns what it reads."""
+    writes = {i: bytes(block) if i % 2 == 0 else bytes([i]) * block for i in range(blocks)}
+    _disk(path, fmt, blocks * block, block, writes)
+    return b"".join(writes.values())
 
 
 def test_a_kill_before_the_checkpoint_reports_what_an_uninterrupted_run_does(
@@ -263,3 +261,70 @@ def test_vhdx_killed_once_the_file_shrank_resumes(tmp_path: Path,
     assert path.read_bytes() == want_bytes
     assert read_all(path) == ref
 
+
+def test_vhdx_bat_changes_of_a_chunk_share_log_entries(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's drops (and moves) reach the file in one flush: one log entry, or as few as
+    the log holds (made to hold one BAT page here), not one a block; a kill at any write,
+    fsync or truncation resumes to the bytes and result of an uninterrupted run."""
+    from vhdlib.vhdx.log import LogWriter
+    block, page = 1 << 20, 512  # blocks per 4 KiB BAT page (8-byte entries, MS-VHDX 2.5)
+    # Given two droppable blocks in each of two BAT pages, then two of data in each (all
+    # four move into the holes)
+    writes = {p * page + k: bytes(block) for p in range(2) for k in (1, 2)}
+    writes.update({p * page + k: bytes([p + k]) * block for p in range(2) for k in (3, 4)})
+    path = tmp_path / "pages.vhdx"
+    _disk(path, "vhdx", (page + 5) * block, block, writes)
+    original = tmp_path / "original.vhdx"
+    path.rename(original)
+    monkeypatch.setattr(LogWriter, "max_sectors_per_entry", lambda self: 1)
+    entries = {"n": 0}
+    build_entry = LogWriter.build_entry
+
+    def counted(self: LogWriter, *a: Any) -> bytes:
+        entries["n"] += 1
+        return build_entry(self, *a)
+
+    monkeypatch.setattr(LogWriter, "build_entry", counted)
+    shutil.copyfile(original, path)
+    want = ops.prepare("compact", str(path)).run()
+    want_bytes = path.read_bytes()
+    assert (want["dropped_blocks"], want["moved_blocks"]) == (4, 4)
+    # A page an entry: two for the drops, two for the moves (one a block: eight)
+    assert entries["n"] == 4
+    # When killed at the k-th call, for every k, and resumed
+    calls = {"n": 0, "kill": 0}
+    for name in _SYSCALLS:
+        # fsync is a kill point but does nothing: a kill -9 loses no page cache, and the
+        # hundred-odd runs below would wait for the disk some 4000 times.
+        def dies(*a: Any, _real: Any = _REAL[name] if name != "fsync" else id) -> Any:
+            calls["n"] += 1
+            if calls["n"] > calls["kill"]:
+                raise Crash()
+            return _real(*a)
+
+        monkeypatch.setattr(os, name, dies)
+    killed = 0
+    while True:
+        shutil.copyfile(original, path)
+        calls.update(n=0, kill=killed)
+        op = ops.prepare("compact", str(path))
+        try:
+            op.run()
+            break  # no kill: every call was passed
+        except Crash:
+            killed += 1
+        calls["kill"] = 1 << 60
+        # Then each resume ends as the uninterrupted run did (with no journal the run was
+        # killed before it changed anything, or once it was done)
+        if os.path.exists(op.journal_path):
+            assert ops.resume(op.journal_path).run() == want, killed
+        elif path.read_bytes() != want_bytes:
+            assert path.read_bytes() == original.read_bytes(), killed
+            assert ops.prepare("compact", str(path)).run() == want, killed
+        assert path.read_bytes() == want_bytes, killed
+    assert killed > 50
+    with vhdlib.open(str(path)) as disk:
+        assert [(e.offset, e.length) for e in disk.extents() if e.kind.value == "data"] \
+            == [(i * block, block) for i in sorted(writes) if any(writes[i])]
+        assert all(disk.read(i * block, block) == data for i, data in writes.items())
