@@ -1,0 +1,83 @@
+"""The ext2/3 block map (kernel Documentation/filesystems/ext4/blockmap.rst, ifork.rst
+"Direct/Indirect Block Addressing").
+
+``i_block`` holds 15 little-endian 32-bit block numbers: 12 direct ones, then a single,
+a double and a triple indirect block; an indirect block is an array of block size / 4
+numbers of the next level. 0 is a hole. There is no magic and no checksum (ifork.rst), so
+the walk is bounded by the inode's i_blocks.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Callable
+
+from vhdlib.volume.errors import VolumeStructureError
+
+DIRECT = 12
+_I_BLOCK = struct.Struct("<15I")
+
+#: ``(first block, block count)`` of one physical run.
+Run = tuple[int, int]
+
+
+def _numbers(block: bytes) -> array[int]:
+    nums = array("I", block)
+    if sys.byteorder != "little":
+        nums.byteswap()
+    return nums
+
+
+def _runs_of(nums: list[int]) -> list[Run]:
+    """Contiguous runs of the non-zero numbers, in order (a file written at once is one
+    run per indirect block: that case costs one list comparison)."""
+    nums = [n for n in nums if n] if 0 in nums else nums
+    if not nums:
+        return []
+    first = nums[0]
+    if nums[-1] - first == len(nums) - 1 and nums == list(range(first, first + len(nums))):
+        return [(first, len(nums))]
+    runs: list[Run] = []
+    start = prev = first
+    for n in nums[1:]:
+        if n != prev + 1:
+            runs.append((start, prev - start + 1))
+            start = n
+        prev = n
+    runs.append((start, prev - start + 1))
+    return runs
+
+
+def map_runs(i_block: bytes, read_block: Callable[[int, str], bytes], budget: int,
+             what: str) -> list[Run]:
+    """Every physical run the block map in ``i_block`` owns: data blocks and the indirect
+    blocks themselves. At most ``budget`` blocks (the inode's i_blocks) are counted, and
+    an indirect block is read only within it, so the work is bounded; block numbers are
+    not bound-checked here (``read_block`` must)."""
+    ptrs = _I_BLOCK.unpack(i_block)
+    runs = _runs_of(list(ptrs[:DIRECT]))
+    count = 0
+    for _, n in runs:
+        count += n
+    # (block, level): level 1 holds data block numbers, 2 and 3 indirect ones.
+    pending = [(ptrs[DIRECT + level - 1], level) for level in (3, 2, 1)
+               if ptrs[DIRECT + level - 1]]
+    while pending:
+        block, level = pending.pop()
+        count += 1
+        if count > budget:
+            raise VolumeStructureError(f"{what}: block map maps more blocks than i_blocks")
+        runs.append((block, 1))
+        nums = _numbers(read_block(block, what)).tolist()
+        if level == 1:
+            data = _runs_of(nums)
+            count += sum(n for _, n in data)
+            if count > budget:
+                raise VolumeStructureError(
+                    f"{what}: block map maps more blocks than i_blocks")
+            runs += data
+        else:
+            pending += [(n, level - 1) for n in reversed(nums) if n]
+    return runs
