@@ -161,3 +161,18 @@ def peek(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+class PatchedDisk:
+    """An image in memory with a few bytes changed (a Readable for vhdlib.volume.scan)."""
+
+    def __init__(self, base: bytes, patches: dict[int, int]) -> None:
+        self.base, self.patches = base, patches
+        self.virtual_size = len(base)
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = bytearray(self.base[offset:offset + size])
+        for at, value in self.patches.items():
+            if offset <= at < offset + size:
+                data[at - offset] = value
+        return bytes(data)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.vhdlib.volume import guests
+from tests.vhdlib.volume.guests import PatchedDisk
 from vhdlib.volume import scan
 from vhdlib.volume.ntfs.boot import BootSector
 from vhdlib.volume.ranges import clear_runs
@@ -17,21 +18,6 @@ from vhdlib.volume.ranges import clear_runs
 MiB = guests.MiB
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-class PatchedDisk:
-    """An image in memory with a few bytes changed."""
-
-    def __init__(self, base: bytes, patches: dict[int, int]) -> None:
-        self.base, self.patches = base, patches
-        self.virtual_size = len(base)
-
-    def read(self, offset: int, size: int) -> bytes:
-        data = bytearray(self.base[offset:offset + size])
-        for at, value in self.patches.items():
-            if offset <= at < offset + size:
-                data[at - offset] = value
-        return bytes(data)
 
 
 #: Byte changes drawn independently of the image, then mapped into a region, so a saved

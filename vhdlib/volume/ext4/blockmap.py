@@ -58,26 +58,28 @@ def map_runs(i_block: bytes, read_block: Callable[[int, str], bytes], budget: in
     not bound-checked here (``read_block`` must)."""
     ptrs = _I_BLOCK.unpack(i_block)
     runs = _runs_of(list(ptrs[:DIRECT]))
-    count = 0
-    for _, n in runs:
-        count += n
+    count = _over(runs, 0, budget, what)
     # (block, level): level 1 holds data block numbers, 2 and 3 indirect ones.
     pending = [(ptrs[DIRECT + level - 1], level) for level in (3, 2, 1)
                if ptrs[DIRECT + level - 1]]
     while pending:
         block, level = pending.pop()
-        count += 1
-        if count > budget:
-            raise VolumeStructureError(f"{what}: block map maps more blocks than i_blocks")
+        count = _over([(block, 1)], count, budget, what)
         runs.append((block, 1))
         nums = _numbers(read_block(block, what)).tolist()
         if level == 1:
             data = _runs_of(nums)
-            count += sum(n for _, n in data)
-            if count > budget:
-                raise VolumeStructureError(
-                    f"{what}: block map maps more blocks than i_blocks")
+            count = _over(data, count, budget, what)
             runs += data
         else:
             pending += [(n, level - 1) for n in reversed(nums) if n]
     return runs
+
+
+def _over(runs: list[Run], count: int, budget: int, what: str) -> int:
+    """``count`` plus the blocks of ``runs``, refused past ``budget``."""
+    for _, n in runs:
+        count += n
+    if count > budget:
+        raise VolumeStructureError(f"{what}: block map maps more blocks than i_blocks")
+    return count

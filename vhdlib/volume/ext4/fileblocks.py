@@ -65,7 +65,9 @@ class OwnedBlocks:
         runs: list[Run] = []
         if inode.file_acl:
             runs.append((inode.file_acl, 1))
-            budget -= 1
+            budget -= 1  # i_blocks counts the xattr block too (e2fsck's check_blocks)
+            if budget < 0:
+                raise VolumeStructureError(f"{what}: xattr block not counted in i_blocks")
         if not inode.has_block_map(sb):
             return runs
         if inode.flags & EXT4_EXTENTS_FL:
@@ -81,30 +83,29 @@ class OwnedBlocks:
         for start, count in self.runs(inode):
             self.require(start, count, f"inode {inode.number}")
 
-
     def all_used(self, runs: list[Run]) -> bool:
         """Whether every run of ``runs`` (many inodes' at once, sorted in place) lies in
         the volume and is marked used: merged first, since the files of a volume mostly
         lie end to end, so the bitmap is tested a few times instead of once per file."""
         if not runs:
             return True
-        sb, bitmap, shift = self.sb, self.bitmap, self._shift
         runs.sort()
-        if runs[0][0] <= sb.first_data_block:
+        if runs[0][0] <= self.sb.first_data_block:
             return False
-        lo, hi = runs[0][0], runs[0][0]
+        lo = hi = runs[0][0]
         for start, count in runs:
             if start > hi:
-                if first_clear(bitmap, (lo - sb.first_data_block) >> shift,
-                               ((hi - 1 - sb.first_data_block) >> shift)
-                               - ((lo - sb.first_data_block) >> shift) + 1) is not None:
+                if not self._span_used(lo, hi):
                     return False
                 lo = start
             hi = max(hi, start + count)
-        return hi <= sb.blocks_count and first_clear(
-            bitmap, (lo - sb.first_data_block) >> shift,
-            ((hi - 1 - sb.first_data_block) >> shift)
-            - ((lo - sb.first_data_block) >> shift) + 1) is None
+        return hi <= self.sb.blocks_count and self._span_used(lo, hi)
+
+    def _span_used(self, lo: int, hi: int) -> bool:
+        """Every cluster holding blocks ``[lo, hi)`` is marked used."""
+        first = (lo - self.sb.first_data_block) >> self._shift
+        last = (hi - 1 - self.sb.first_data_block) >> self._shift
+        return first_clear(self.bitmap, first, last - first + 1) is None
 
 
 #: Runs checked at once (bounds the memory of a walk over millions of files).
