@@ -12,6 +12,7 @@ import pytest
 from tests.vhdlib.volume import guests
 from vhdlib.volume import FileDisk, scan
 from vhdlib.volume.errors import VolumeChecksumError, VolumeStructureError
+from vhdlib.volume.ext4 import inode
 from vhdlib.volume.ext4.checksums import crc16, crc32c_raw
 from vhdlib.volume.ext4.superblock import Superblock
 
@@ -393,3 +394,29 @@ def test_no_used_block_can_be_freed(tmp_path: Path, name: str) -> None:
     # longer matches the bitmap the kernel would build.
     assert kept == len(used)
     assert kept > 1500 if sb.feature_compat & 0x4 else kept > 500  # the journal's 1024
+
+
+@pytest.mark.parametrize(("size", "extra"), [(128, 0), (256, 32), (256, 4), (256, 2),
+                                             (512, 0), (1024, 28)])
+def test_inode_checksum_without_copy_matches_the_zeroed_copy(size: int, extra: int) -> None:
+    """inode._verify folds the zeroed checksum bytes in by CRC linearity; the plain way
+    (checksums.rst: zero i_checksum_lo/hi, then crc32c) must agree, stored or damaged."""
+    for seed in range(20):
+        raw = bytearray(os.urandom(size))
+        if size > 128:
+            struct.pack_into("<H", raw, 0x80, extra)
+        number, generation, fs_seed = 12 + seed, seed * 7919, 0x9E3779B9 ^ seed
+        full = size > 128 and 128 + extra >= 0x84
+        zeroed = bytearray(raw)
+        zeroed[0x7C:0x7E] = b"\0\0"
+        if full:
+            zeroed[0x82:0x84] = b"\0\0"
+        crc = crc32c_raw(fs_seed, struct.pack("<II", number, generation) + bytes(zeroed))
+        stored = crc if full else crc & 0xFFFF
+        struct.pack_into("<H", raw, 0x7C, stored & 0xFFFF)
+        if full:
+            struct.pack_into("<H", raw, 0x82, stored >> 16)
+        inode._verify(memoryview(bytes(raw)), number, generation, fs_seed, extra, stored)
+        with pytest.raises(VolumeChecksumError):
+            inode._verify(memoryview(bytes(raw)), number + 1, generation, fs_seed, extra,
+                          stored)

@@ -51,14 +51,15 @@ def _runs_of(nums: list[int]) -> list[Run]:
 
 
 def map_runs(i_block: bytes, read_block: Callable[[int, str], bytes], budget: int,
-             what: str) -> list[Run]:
-    """Every physical run the block map in ``i_block`` owns: data blocks and the indirect
-    blocks themselves. At most ``budget`` blocks (the inode's i_blocks) are counted, and
-    an indirect block is read only within it, so the work is bounded; block numbers are
-    not bound-checked here (``read_block`` must)."""
+             what: str, runs: list[Run]) -> None:
+    """Append to ``runs`` every physical run the block map in ``i_block`` owns: data
+    blocks and the indirect blocks themselves. At most ``budget`` blocks (the inode's
+    i_blocks) are counted, and an indirect block is read only within it, so the work is
+    bounded; block numbers are not bound-checked here (``read_block`` must)."""
     ptrs = _I_BLOCK.unpack(i_block)
-    runs = _runs_of(list(ptrs[:DIRECT]))
-    count = _over(runs, 0, budget, what)
+    direct = _runs_of(list(ptrs[:DIRECT]))
+    count = _over(direct, 0, budget, what)
+    runs += direct
     # (block, level): level 1 holds data block numbers, 2 and 3 indirect ones.
     pending = [(ptrs[DIRECT + level - 1], level) for level in (3, 2, 1)
                if ptrs[DIRECT + level - 1]]
@@ -73,7 +74,6 @@ def map_runs(i_block: bytes, read_block: Callable[[int, str], bytes], budget: in
             runs += data
         else:
             pending += [(n, level - 1) for n in reversed(nums) if n]
-    return runs
 
 
 def _over(runs: list[Run], count: int, budget: int, what: str) -> int:

@@ -69,14 +69,15 @@ def _leaf_runs(node: bytes, entries: int, runs: list[Run], what: str) -> int:
 
 
 def tree_runs(root: bytes, read_block: Callable[[int, str], bytes], block_size: int,
-              budget: int, seed: Callable[[], int] | None, what: str) -> list[Run]:
-    """Every physical run the tree rooted in ``root`` (``i_block``) owns: its node blocks
-    and its extents, uninitialized ones too. At most ``budget`` blocks are counted (the
-    inode's i_blocks), so a damaged tree is refused after bounded work; node checksums are
-    verified when ``seed`` (the inode's checksum seed, asked only for a tree with node
-    blocks) is given. Block numbers are not bound-checked here (``read_block`` must)."""
+              budget: int, seed: Callable[[], int] | None, what: str,
+              runs: list[Run]) -> None:
+    """Append to ``runs`` every physical run the tree rooted in ``root`` (``i_block``)
+    owns: its node blocks and its extents, uninitialized ones too. At most ``budget``
+    blocks are counted (the inode's i_blocks), so a damaged tree is refused after bounded
+    work; node checksums are verified when ``seed`` (the inode's checksum seed, asked only
+    for a tree with node blocks) is given. Block numbers are not bound-checked here
+    (``read_block`` must)."""
     entries, _max, depth = _header(root, len(root) // ENTRY - 1, what)
-    runs: list[Run] = []
     count = 0
     if depth == 0:  # the common case: up to four extents in the inode itself
         count = _leaf_runs(root, entries, runs, what)
@@ -103,4 +104,3 @@ def tree_runs(root: bytes, read_block: Callable[[int, str], bytes], block_size: 
                 count += _leaf_runs(block, c_entries, runs, what)
     if count > budget:
         raise VolumeStructureError(f"{what}: extents map more blocks than i_blocks")
-    return runs

@@ -56,31 +56,35 @@ class OwnedBlocks:
         self.require(block, 1, what)
         return self.win.read(block * self.sb.block_size, self.sb.block_size)
 
-    def runs(self, inode: Inode) -> list[Run]:
-        """Every run ``inode`` owns; node and indirect blocks are required as they are
-        read. Raises VolumeStructureError naming the inode."""
+    def runs(self, inode: Inode, runs: list[Run]) -> None:
+        """Append every run ``inode`` owns to ``runs``; node and indirect blocks are
+        required as they are read. Raises VolumeStructureError naming the inode."""
         sb = self.sb
         what = f"inode {inode.number}"
-        budget = min(inode.sectors >> self._sectors_shift, sb.blocks_count)
-        runs: list[Run] = []
+        budget = inode.sectors >> self._sectors_shift
+        if budget > sb.blocks_count:
+            budget = sb.blocks_count
         if inode.file_acl:
             runs.append((inode.file_acl, 1))
             budget -= 1  # i_blocks counts the xattr block too (e2fsck's check_blocks)
             if budget < 0:
                 raise VolumeStructureError(f"{what}: xattr block not counted in i_blocks")
         if not inode.has_block_map(sb):
-            return runs
+            return
         if inode.flags & EXT4_EXTENTS_FL:
             if not sb.extents:
                 raise VolumeStructureError(f"{what}: extents on a volume without them")
             seed = (lambda: inode.csum_seed(sb)) if sb.metadata_csum else None
-            return runs + extents.tree_runs(inode.i_block, self._read, sb.block_size, budget,
-                                            seed, what)
-        return runs + blockmap.map_runs(inode.i_block, self._read, budget, what)
+            extents.tree_runs(inode.i_block, self._read, sb.block_size, budget, seed, what,
+                              runs)
+        else:
+            blockmap.map_runs(inode.i_block, self._read, budget, what, runs)
 
     def check(self, inode: Inode) -> None:
         """Require every block ``inode`` owns."""
-        for start, count in self.runs(inode):
+        runs: list[Run] = []
+        self.runs(inode, runs)
+        for start, count in runs:
             self.require(start, count, f"inode {inode.number}")
 
     def all_used(self, runs: list[Run]) -> bool:
@@ -120,7 +124,7 @@ def require_owned_used(win: Window, sb: Superblock, descs: list[GroupDescriptor]
     owned = OwnedBlocks(win, sb, bitmap)
     batch: list[Run] = []
     for inode in itable.in_use_inodes(win, sb, descs):
-        batch += owned.runs(inode)
+        owned.runs(inode, batch)
         if len(batch) >= BATCH:
             if not owned.all_used(batch):
                 break

@@ -9,6 +9,7 @@ with ``metadata_csum`` (checksums.rst "Inodes"; the kernel's ``ext4_inode_csum``
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import NamedTuple
 
 from vhdlib.volume.errors import VolumeChecksumError, VolumeStructureError
@@ -35,7 +36,6 @@ NO_BLOCK_TYPES = frozenset({S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK})
 # inodes.rst "i_flags"
 EXT4_HUGE_FILE_FL = 0x40000
 EXT4_EXTENTS_FL = 0x80000
-EXT4_EA_INODE_FL = 0x200000
 EXT4_INLINE_DATA_FL = 0x10000000
 
 # inodes.rst: the first 128 bytes (Linux osd2), from i_mode to l_i_reserved, then
@@ -54,7 +54,7 @@ class Inode(NamedTuple):
     number: int
     mode: int
     flags: int
-    #: ``i_blocks`` in 512-byte units (with ``EXT4_HUGE_FILE_FL`` it counts blocks).
+    #: ``i_blocks`` in 512-byte units (converted when EXT4_HUGE_FILE_FL counts blocks).
     sectors: int
     i_block: bytes
     file_acl: int
@@ -126,20 +126,29 @@ class Inode(NamedTuple):
         return bool(self.flags & EXT4_EXTENTS_FL)
 
 
+@lru_cache(maxsize=8)
+def _zeroing(size: int) -> tuple[list[int], ...]:
+    """Per byte of i_checksum_lo and i_checksum_hi in an inode of ``size`` bytes, per byte
+    value: how that byte changes the CRC register at the end of the inode. The register
+    update is linear over GF(2), so the CRC with those bytes zeroed is the CRC of the
+    inode as stored XOR their changes: no copy of each inode to zero them."""
+    return tuple([crc32c_raw(0, bytes([v]) + bytes(size - at - 1)) for v in range(256)]
+                 if at < size else []  # a 128-byte inode has no i_checksum_hi
+                 for at in (CHECKSUM_LO, CHECKSUM_LO + 1, CHECKSUM_HI, CHECKSUM_HI + 1))
+
+
 def _verify(raw: bytes | memoryview, number: int, generation: int, fs_seed: int, extra: int,
             stored: int) -> None:
     """checksums.rst "Inodes": crc32c from the file system's seed over the inode number,
-    the generation and the inode with i_checksum_lo and i_checksum_hi zeroed (one CRC over
-    the concatenation: the kernel's chain of ext4_chksum calls). i_checksum_hi exists only
-    when i_extra_isize reaches past it (EXT4_FITS_IN_INODE); otherwise 16 bits are kept."""
-    data = bytearray(_LE32X2.pack(number, generation))
-    data += raw
-    data[8 + CHECKSUM_LO:8 + CHECKSUM_LO + 2] = b"\0\0"
-    full = len(raw) > GOOD_OLD_INODE_SIZE and GOOD_OLD_INODE_SIZE + extra >= CHECKSUM_HI + 2
-    if full:
-        data[8 + CHECKSUM_HI:8 + CHECKSUM_HI + 2] = b"\0\0"
-    crc = crc32c_raw(fs_seed, data)
-    if not full:
+    the generation and the inode with i_checksum_lo and i_checksum_hi zeroed (the kernel's
+    chain of ext4_chksum calls). i_checksum_hi exists only when i_extra_isize reaches past
+    it (EXT4_FITS_IN_INODE); otherwise 16 bits are kept and its bytes are checksummed."""
+    crc = crc32c_raw(fs_seed, _LE32X2.pack(number, generation) + bytes(raw))
+    lo, lo1, hi, hi1 = _zeroing(len(raw))
+    crc ^= lo[raw[CHECKSUM_LO]] ^ lo1[raw[CHECKSUM_LO + 1]]
+    if len(raw) > GOOD_OLD_INODE_SIZE and GOOD_OLD_INODE_SIZE + extra >= CHECKSUM_HI + 2:
+        crc ^= hi[raw[CHECKSUM_HI]] ^ hi1[raw[CHECKSUM_HI + 1]]
+    else:
         crc, stored = crc & 0xFFFF, stored & 0xFFFF
     if crc != stored:
         raise VolumeChecksumError(f"inode {number}: checksum mismatch")
