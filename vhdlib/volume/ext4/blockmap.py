@@ -17,6 +17,8 @@ from collections.abc import Callable
 from vhdlib.volume.errors import VolumeStructureError
 
 DIRECT = 12
+#: The most bytes of indirect blocks read at once.
+MAX_READ = 4 << 20
 _I_BLOCK = struct.Struct("<15I")
 
 #: ``(first block, block count)`` of one physical run.
@@ -33,7 +35,7 @@ def _numbers(block: bytes) -> array[int]:
 def _runs_of(nums: list[int]) -> list[Run]:
     """Contiguous runs of the non-zero numbers, in order (a file written at once is one
     run per indirect block: that case costs one list comparison)."""
-    nums = [n for n in nums if n] if 0 in nums else nums
+    nums = list(filter(None, nums))  # holes out
     if not nums:
         return []
     first = nums[0]
@@ -50,30 +52,39 @@ def _runs_of(nums: list[int]) -> list[Run]:
     return runs
 
 
-def map_runs(i_block: bytes, read_block: Callable[[int, str], bytes], budget: int,
-             what: str, runs: list[Run]) -> None:
+def map_runs(i_block: bytes, read_blocks: Callable[[int, int, str], bytes], block_size: int,
+             budget: int, what: str, runs: list[Run]) -> None:
     """Append to ``runs`` every physical run the block map in ``i_block`` owns: data
     blocks and the indirect blocks themselves. At most ``budget`` blocks (the inode's
-    i_blocks) are counted, and an indirect block is read only within it, so the work is
-    bounded; block numbers are not bound-checked here (``read_block`` must)."""
+    i_blocks) are counted, and indirect blocks are read only within it, so the work is
+    bounded; block numbers are not bound-checked here (``read_blocks(first, count)``
+    must). Indirect blocks of one level that lie end to end are read at once: the resize
+    inode's are the reserved GDT blocks (special_inodes.rst), a thousand in a row."""
     ptrs = _I_BLOCK.unpack(i_block)
     direct = _runs_of(list(ptrs[:DIRECT]))
     count = _over(direct, 0, budget, what)
     runs += direct
-    # (block, level): level 1 holds data block numbers, 2 and 3 indirect ones.
-    pending = [(ptrs[DIRECT + level - 1], level) for level in (3, 2, 1)
+    # (first block, count, level) of indirect blocks end to end: level 1 holds data block
+    # numbers, 2 and 3 indirect ones.
+    pending = [(ptrs[DIRECT + level - 1], 1, level) for level in (3, 2, 1)
                if ptrs[DIRECT + level - 1]]
+    per_block = block_size // 4
     while pending:
-        block, level = pending.pop()
-        count = _over([(block, 1)], count, budget, what)
-        runs.append((block, 1))
-        nums = _numbers(read_block(block, what)).tolist()
+        first, n, level = pending.pop()
+        count = _over([(first, n)], count, budget, what)
+        runs.append((first, n))
+        nums = _numbers(read_blocks(first, n, what)).tolist()
         if level == 1:
             data = _runs_of(nums)
             count = _over(data, count, budget, what)
             runs += data
-        else:
-            pending += [(n, level - 1) for n in reversed(nums) if n]
+            continue
+        longest = max(1, MAX_READ // block_size)
+        for i in range(n - 1, -1, -1):  # in order when popped
+            children = _runs_of(nums[i * per_block:(i + 1) * per_block])
+            pending += [(start + at, min(longest, length - at), level - 1)
+                        for start, length in reversed(children)
+                        for at in reversed(range(0, length, longest))]
 
 
 def _over(runs: list[Run], count: int, budget: int, what: str) -> int:

@@ -51,10 +51,13 @@ class OwnedBlocks:
                 f"{what}: block {block} is in use but the block bitmap marks it free")
 
     def _read(self, block: int, what: str) -> bytes:
-        # A node or indirect block is owned too: checking it first means a damaged
+        return self._read_run(block, 1, what)
+
+    def _read_run(self, first: int, count: int, what: str) -> bytes:
+        # Node and indirect blocks are owned too: checking them first means a damaged
         # pointer is refused before it is read, and only used blocks are ever read.
-        self.require(block, 1, what)
-        return self.win.read(block * self.sb.block_size, self.sb.block_size)
+        self.require(first, count, what)
+        return self.win.read(first * self.sb.block_size, count * self.sb.block_size)
 
     def runs(self, inode: Inode, runs: list[Run]) -> None:
         """Append every run ``inode`` owns to ``runs``; node and indirect blocks are
@@ -78,7 +81,8 @@ class OwnedBlocks:
             extents.tree_runs(inode.i_block, self._read, sb.block_size, budget, seed, what,
                               runs)
         else:
-            blockmap.map_runs(inode.i_block, self._read, budget, what, runs)
+            blockmap.map_runs(inode.i_block, self._read_run, sb.block_size, budget, what,
+                              runs)
 
     def check(self, inode: Inode) -> None:
         """Require every block ``inode`` owns."""
