@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import struct
 from pathlib import Path
@@ -13,8 +14,10 @@ from tests.vhdlib.volume import guests
 from vhdlib.volume import FileDisk, scan
 from vhdlib.volume.errors import VolumeChecksumError, VolumeStructureError
 from vhdlib.volume.ext4 import inode
+from vhdlib.volume.ext4.bitmap import VolumeBitmap
 from vhdlib.volume.ext4.checksums import crc16, crc32c_raw
 from vhdlib.volume.ext4.superblock import Superblock
+from vhdlib.volume.ranges import first_clear
 
 FEATURES = {
     "ext4-default": ["-t", "ext4"],
@@ -420,3 +423,28 @@ def test_inode_checksum_without_copy_matches_the_zeroed_copy(size: int, extra: i
         with pytest.raises(VolumeChecksumError):
             inode._verify(memoryview(bytes(raw)), number + 1, generation, fs_seed, extra,
                           stored)
+
+
+def test_volume_bitmap_first_clear_matches_bit_by_bit() -> None:
+    """VolumeBitmap (uniform groups shared) and ranges.first_clear against a plain loop over
+    the joined bitmap, runs inside one group, across groups and past the last one."""
+    rng = random.Random(5)
+    for _ in range(300):
+        groups = [rng.choice([b"\xff" * 4, bytes(4), bytes(rng.choice([255, 254, 127, 0])
+                                                        for _ in range(4))])
+                  for _ in range(rng.randint(1, 5))]
+        bitmap = VolumeBitmap(32)
+        for g in groups:
+            bitmap.append(g)
+        joined = b"".join(groups)
+        first, count = rng.randint(0, len(joined) * 8 + 8), rng.randint(0, 80)
+        expected = next((c for c in range(first, first + count)
+                         if c >= len(joined) * 8 or not joined[c >> 3] >> (c & 7) & 1), None)
+        assert bitmap.first_clear(first, count) == expected
+        assert first_clear(joined, first, count) == expected
+
+
+def test_hurd_volume_is_kept(tmp_path: Path) -> None:
+    """Hurd inodes keep fields where Linux keeps the high halves the walk decodes."""
+    image = build(tmp_path, ["-t", "ext2", "-o", "hurd"])
+    assert "Hurd" in _kept(image)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from vhdlib.volume.errors import VolumeStructureError
 from vhdlib.volume.ext4 import blockmap, extents, itable
+from vhdlib.volume.ext4.bitmap import VolumeBitmap
 from vhdlib.volume.ext4.descriptors import GroupDescriptor
 from vhdlib.volume.ext4.inode import EXT4_EXTENTS_FL, Inode
 from vhdlib.volume.ext4.superblock import Superblock
-from vhdlib.volume.ranges import Range, first_clear
+from vhdlib.volume.ranges import Range
 from vhdlib.volume.source import Window
 
 #: ``(first block, block count)`` of one physical run.
@@ -27,10 +28,10 @@ Run = Range
 
 
 class OwnedBlocks:
-    """Checks inodes' blocks against ``bitmap``: the groups' block bitmaps (the ones the
-    free ranges come from) joined, one bit per cluster from s_first_data_block."""
+    """Checks inodes' blocks against ``bitmap``: the groups' block bitmaps, the ones the
+    free ranges come from."""
 
-    def __init__(self, win: Window, sb: Superblock, bitmap: bytes) -> None:
+    def __init__(self, win: Window, sb: Superblock, bitmap: VolumeBitmap) -> None:
         self.win, self.sb, self.bitmap = win, sb, bitmap
         self._shift = sb.cluster_ratio.bit_length() - 1
         self._sectors_shift = sb.log_block_size + 1  # i_blocks counts 512-byte units
@@ -44,7 +45,7 @@ class OwnedBlocks:
             raise VolumeStructureError(f"{what}: block {start}+{count} outside the volume")
         first = (start - sb.first_data_block) >> self._shift
         last = (start + count - 1 - sb.first_data_block) >> self._shift
-        clear = first_clear(self.bitmap, first, last - first + 1)
+        clear = self.bitmap.first_clear(first, last - first + 1)
         if clear is not None:
             block = max(start, sb.first_data_block + (clear << self._shift))
             raise VolumeStructureError(
@@ -113,7 +114,7 @@ class OwnedBlocks:
         """Every cluster holding blocks ``[lo, hi)`` is marked used."""
         first = (lo - self.sb.first_data_block) >> self._shift
         last = (hi - 1 - self.sb.first_data_block) >> self._shift
-        return first_clear(self.bitmap, first, last - first + 1) is None
+        return self.bitmap.first_clear(first, last - first + 1) is None
 
 
 #: Runs checked at once (bounds the memory of a walk over millions of files).
@@ -121,7 +122,7 @@ BATCH = 1 << 16
 
 
 def require_owned_used(win: Window, sb: Superblock, descs: list[GroupDescriptor],
-                       bitmap: bytes) -> None:
+                       bitmap: VolumeBitmap) -> None:
     """Walk every in-use inode (itable.py) and require the blocks it owns. The runs are
     tested in batches; when a batch fails, the walk is repeated inode by inode, so the
     error names the inode and the block."""

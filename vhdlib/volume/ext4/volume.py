@@ -20,6 +20,7 @@ from vhdlib.volume.errors import (
 )
 from vhdlib.volume.ext4 import layout
 from vhdlib.volume.ext4 import superblock as s
+from vhdlib.volume.ext4.bitmap import VolumeBitmap
 from vhdlib.volume.ext4.descriptors import GroupDescriptor
 from vhdlib.volume.ext4.fileblocks import require_owned_used
 from vhdlib.volume.fsmap import FsMap
@@ -152,11 +153,13 @@ def read(win: Window) -> FsMap:
             f"ext4 volume of {fs_bytes} bytes exceeds its partition ({win.length} bytes)")
     descs = read_descriptors(win, sb)
     meta = _metadata(sb, descs)
-    bitmaps = [_group_bitmap(win, sb, d, meta.get(d.group, [])) for d in descs]
-    group_free = [_group_free(sb, d, bitmap) for d, bitmap in zip(descs, bitmaps, strict=True)]
-    # The groups' bitmaps joined are one bit per cluster of the volume (clusters_per_group
-    # bits each, a multiple of 8).
-    require_owned_used(win, sb, descs, b"".join(bitmaps))
+    bitmap = VolumeBitmap(sb.clusters_per_group)
+    group_free = []
+    for d in descs:
+        group_bitmap = _group_bitmap(win, sb, d, meta.get(d.group, []))
+        group_free.append(_group_free(sb, d, group_bitmap))
+        bitmap.append(group_bitmap)
+    require_owned_used(win, sb, descs, bitmap)
     free: list[Range] = []
     for d, runs in zip(descs, group_free, strict=True):
         g_first = layout.group_first_block(sb, d.group)
