@@ -7,6 +7,7 @@ import json
 import pytest
 
 from service import hosts as registry
+from service.config import load
 from tests.api.conftest import auth, job_body
 
 
@@ -255,3 +256,52 @@ def test_status_poll_json_equals_the_public_view(store, extra):
     # Then the spliced JSON of the hot path is the public view, secrets and tokens left out
     assert json.loads(public_json(raw)) == json.loads(json.dumps(store.get(job.id).to_public()))
     assert b"t0k" not in public_json(raw) and b"s3cret" not in public_json(raw)
+
+
+@pytest.mark.parametrize("url,body", [
+    ("/v1/jobs", job_body(type="compact", options={"reclaim": "everything"})),
+    ("/v1/jobs", job_body(options={"output": "x.vhdx", "reclaim": "all"})),
+    ("/v1/jobs", job_body(type="remediate", options={"reclaim": True})),
+    ("/v1/plan", {"host": "h1", "root": "vms", "path": "d.vhd", "operation": "compact",
+                  "options": {"reclaim": "free"}}),
+])
+def test_an_unknown_reclaim_mode_is_422_naming_the_field(client, url, body):
+    resp = client.post(url, json=body, headers=auth())
+    assert resp.status_code == 422
+    assert resp.content_type == "application/problem+json"
+    assert list(resp.json["errors"]) == ["options"]
+    assert list(resp.json["errors"]["options"]) == ["reclaim"]
+
+
+def test_reclaim_reaches_ops_prepare(client, store, tmp_path, monkeypatch):
+    """Over HTTP, then the job's execution in-process (the worker's JobRun on the same
+    store) with vhdlib's real engine: ``reclaim`` arrives in ``ops.prepare`` and its plan
+    is the file-system one."""
+    from tests.chains import create
+    from vhdlib import ops
+    from vhdlib.layer import DiskType
+    from workers import tasks
+
+    (tmp_path / "vm1").mkdir()
+    with create("vhd", tmp_path / "vm1" / "disk.vhd", 8 << 20, DiskType.DYNAMIC) as layer:
+        layer.write(0, b"\x01" * 4096)
+        layer.flush()
+    seen: list[dict] = []
+    real = ops.prepare
+
+    def prepare(kind, path, *args, **options):
+        seen.append({"kind": kind, **options})
+        return real(kind, path, *args, **options)
+
+    monkeypatch.setattr(ops, "prepare", prepare)
+    resp = client.post("/v1/jobs", json=job_body(type="compact", path="vm1/disk.vhd",
+                                                 options={"reclaim": "fs"}), headers=auth())
+    assert resp.status_code == 202, resp.json
+    job_id = resp.json["id"]
+    settings = load({}, prefix="t", roots={"vms": str(tmp_path)}, progress_interval=0.0)
+    assert tasks.JobRun(job_id, store, settings, send=lambda j, h: None).run() == "succeeded"
+    assert [(s["kind"], s["reclaim"]) for s in seen] == [("compact", "fs")]
+    job = client.get(f"/v1/jobs/{job_id}", headers=auth()).json
+    assert job["state"] == "succeeded"
+    reclaim = job["plan"]["details"]["reclaim"]
+    assert reclaim["mode"] == "fs" and reclaim["dropped_bytes"] == 0  # no file system here

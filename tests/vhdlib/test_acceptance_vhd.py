@@ -156,8 +156,9 @@ def test_journal_holds_identities_and_cursor(tmp_path: Path, kind: str) -> None:
         op = ops.prepare("merge", str(chain.newest), into=str(chain.base), delete=True)
         want_inputs, want_output = list(expected)[:-1], str(chain.base)
     else:
+        # In place: the disk is its own input, its identity as planned on.
         op = ops.prepare("compact", str(chain.base))
-        want_inputs, want_output = [], str(chain.base)
+        want_inputs, want_output = list(expected), str(chain.base)
     state = _first_journal(op)
     assert state["operation"] == kind
     assert "cursor" in state and isinstance(state["cursor"], int)

@@ -60,15 +60,23 @@ def identity_of(path: str, lenient: bool = False) -> FileIdentity:
         return layer.identity()
 
 
-def verify_identity(expected: dict[str, Any], *, lenient: bool = False) -> None:
-    """Refuse with :class:`ChangedInputError` naming what changed since the journal."""
+#: What :func:`verify_identity` compares by default: all of :class:`FileIdentity`.
+IDENTITY_FIELDS = ("size", "mtime_ns", "uuid", "checksum")
+
+
+def verify_identity(expected: dict[str, Any], *, lenient: bool = False,
+                    fields: tuple[str, ...] = IDENTITY_FIELDS) -> None:
+    """Refuse with :class:`ChangedInputError` naming what changed since the journal.
+
+    ``fields``: a subset, for a file the operation writes itself (an in-place compaction
+    resumed after a kill changed the mtime itself; see :mod:`vhdlib.ops.compact`).
+    """
     want = FileIdentity.from_dict(expected)
     if not os.path.exists(want.path):
         raise ChangedInputError("input disappeared since the operation started",
                                 path=want.path)
     got = identity_of(want.path, lenient)
-    changed = [name for name in ("size", "mtime_ns", "uuid", "checksum")
-               if getattr(got, name) != getattr(want, name)]
+    changed = [name for name in fields if getattr(got, name) != getattr(want, name)]
     if changed:
         detail = ", ".join(f"{n} {getattr(want, n)} -> {getattr(got, n)}" for n in changed)
         raise ChangedInputError(f"input changed since the operation started: {detail}",

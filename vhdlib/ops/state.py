@@ -104,6 +104,11 @@ class CompactState(State):
     #: per-partition report of the scan that found them.
     drop_blocks: tuple[int, ...] = ()
     reclaim: Mapping[str, Any] = field(default_factory=dict)
+    #: ``--reclaim fs``: the digest of each group of blocks as the disk read before the
+    #: compaction, dropped blocks left out (``str(group)``: JSON keys), and the running
+    #: digest of the group the cursor is in (drop phase, then verify phase).
+    digests: Mapping[str, int] = field(default_factory=dict)
+    crc: int = 0
 
 
 @dataclass(frozen=True)

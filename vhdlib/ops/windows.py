@@ -4,8 +4,9 @@ The virtual disk is cut into fixed *windows*. For each window the chain's DATA e
 read in I/O units, all-zero pieces (``PIECE`` bytes, aligned) are skipped, and the rest is
 handed to a sink. A CRC-32C digest over ``(offset, bytes)`` of every non-zero piece is
 kept per window: computed while writing, and recomputed from a re-read of the output to
-verify it. Windows are the checkpoint granularity, so a resumed copy redoes at most the
-windows after the last checkpoint and ends bit-identical.
+verify it (the re-read also reads whatever the output stores where the source has no
+data: it must read zeros there). Windows are the checkpoint granularity, so a resumed copy
+redoes at most the windows after the last checkpoint and ends bit-identical.
 
 Speed (the output is the same either way): a copy's units are planned and read ahead in
 one second thread (:class:`CopyStream`, O_DIRECT where possible) across windows and
@@ -377,7 +378,8 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
 
     ``read_from`` reads the bytes from another disk over ``disk``'s DATA ranges: how a
     written output is verified against the digest of its source (the cached pages of what
-    it reads are freed once read).
+    it reads are freed once read). What ``read_from`` stores outside those ranges is read
+    too, and any non-zero byte there changes the digest: the source reads zeros there.
     ``drop`` (copy only) lists byte ranges to leave out as if they were zeros: neither
     written nor digested, so verification requires the output to read zeros there.
     ``stream`` (copy only) supplies the window's units, read ahead across windows, less
@@ -405,7 +407,61 @@ def process_window(disk: Disk, index: int, sink: Sink | None,
             io += hi - lo
             for a, b in _nonzero_runs(buf, lo, hi - lo, lo - off):
                 crc = digest_update(crc, lo + a, bufmv[lo - off + a:lo - off + b])
+    # Where the source reads zeros (no DATA: a hole of the source, or a block the copy
+    # dropped there) the output must too: a non-zero byte it stores there is folded in,
+    # so the digest cannot match (the runs above only cover the source's DATA).
+    end = min(disk.virtual_size, start + WINDOW)
+    for pos, n in _stray_bytes(read_from, start, end, extents, bufmv):
+        io += n
+        if not buf.startswith(memoryview(_ZERO_UNIT)[:n]):
+            crc = digest_update(crc, pos, bufmv[:n])
     return WindowResult(crc, read, written, io)
+
+
+def _stray_bytes(out: Disk, start: int, end: int, source: list[Extent],
+                 bufmv: memoryview) -> Iterator[tuple[int, int]]:
+    """What ``out`` stores in ``[start, end)`` outside the ``source`` DATA extents, read
+    into ``bufmv`` a unit at a time: ``(disk offset, n)`` for ``bufmv[:n]``, valid until
+    the next.
+    Holes of the output's files are skipped (they read zeros): a fixed output's
+    preallocated, never-written space costs a seek, not a read."""
+    covered = [(e.offset, e.end) for e in source]
+    for ext in out.extents(start, end - start):
+        if ext.kind is not ExtentKind.DATA:
+            continue
+        assert ext.layer is not None and ext.file_offset is not None
+        layer = out.layers[ext.layer]
+        shift = ext.file_offset - ext.offset
+        size = os.fstat(layer.fd).st_size if _reads_holes(layer) else None
+        for lo, hi in _less(ext.offset, ext.end, covered):
+            parts = [(lo, hi)]
+            if size is not None and lo + shift < size:
+                holes = [(a - shift, b - shift)
+                         for a, b in _file_holes(layer.fd, lo + shift, min(hi + shift, size))]
+                parts = _less(lo, hi, holes)
+            for a, b in parts:
+                for pos, n in _cut(a, b):
+                    layer.pread_into(pos + shift, bufmv[:n])
+                    fileio.forget(layer.fd, pos + shift, n)
+                    yield pos, n
+
+
+def _less(start: int, end: int, cut: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` less the sorted ``(lo, hi)`` ranges of ``cut``."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    for i in range(max(0, bisect.bisect_right(cut, (start, 1 << 62)) - 1), len(cut)):
+        lo, hi = cut[i]
+        if hi <= pos:
+            continue
+        if lo >= end:
+            break
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < end:
+        out.append((pos, end))
+    return out
 
 
 def _stored_regions(disk: Disk, off: int, length: int,

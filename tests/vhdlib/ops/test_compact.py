@@ -9,8 +9,8 @@ import pytest
 
 import vhdlib
 from tests.chains import build_chain, read_all
-from vhdlib import ops
-from vhdlib.errors import UsageError
+from vhdlib import journal, ops
+from vhdlib.errors import ChangedInputError, UsageError
 from vhdlib.formats import open_layer
 
 
@@ -92,3 +92,59 @@ def test_compacting_a_parent_keeps_its_children_reading(tmp_path: Path, fmt: str
     result = ops.prepare("compact", str(chain.base)).run()
     assert result["dropped_blocks"] >= 3
     assert read_all(chain.newest) == chain.ref
+
+
+def test_resume_refuses_a_disk_that_grew_while_paused(tmp_path: Path, fmt: str) -> None:
+    """The move list and the new end were worked out from the file as the drop phase left
+    it: a block someone allocated since would be cut off by the truncation."""
+    # Given a compaction paused after its drop phase
+    chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
+    op = ops.prepare("compact", str(chain.base))
+    op.run(pause=lambda: op.state.phase == "move")
+    assert op.state.moves and journal.load(op.journal_path)["phase"] == "move"
+    # When a writer puts data where a dropped block was (a new block at the file's end)
+    with open_layer(str(chain.base)) as layer:
+        store = layer.block_store()
+        assert store is not None
+        free = next(i for i in range(store.block_count) if store.slot_offset(i) is None)
+        at = free * store.block_size
+    with open_layer(str(chain.base), writable=True) as layer:
+        layer.write(at, b"\x77" * 4096)
+        layer.flush()
+    # Then the resume is refused, and the data stays
+    with pytest.raises(ChangedInputError, match=r"size|uuid"):
+        ops.resume(op.journal_path).run()
+    with vhdlib.open(str(chain.base)) as disk:
+        assert disk.read(at, 4096) == b"\x77" * 4096
+
+
+def test_run_refuses_a_disk_changed_since_the_plan(tmp_path: Path, fmt: str) -> None:
+    chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
+    op = ops.prepare("compact", str(chain.base))
+    st = chain.base.stat()
+    os.utime(chain.base, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ChangedInputError, match="mtime"):
+        op.run()
+    assert not os.path.exists(op.journal_path)
+
+
+def test_resume_after_a_kill_once_done(tmp_path: Path, fmt: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while the journal already says done (the result is being worked out): the
+    file is compacted, truncated and sealed, and the resume just finishes."""
+    from tests.vhdlib.ops.test_resume import Crash
+    from vhdlib.ops.compact import CompactOperation
+
+    chain = build_chain(tmp_path, fmt, children=0, zero_blocks=3, writes=10)
+    op = ops.prepare("compact", str(chain.base))
+
+    def killed(self: CompactOperation) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(CompactOperation, "result", killed)
+    with pytest.raises(Crash):
+        op.run()
+    monkeypatch.undo()
+    assert journal.load(op.journal_path)["phase"] == "done"
+    assert ops.resume(op.journal_path).run()["status"] == "done"
+    assert read_all(chain.base) == chain.ref

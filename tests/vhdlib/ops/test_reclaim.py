@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,18 @@ import vhdlib
 from tests.conftest import require_tool
 from tests.vhdlib.ops.test_resume import run_with_crashes
 from tests.vhdlib.volume import guests
-from vhdlib import ops
-from vhdlib.errors import DependentChildrenError, UsageError
+from tests.vhdmend.helpers import run_cli
+from vhdlib import journal, ops
+from vhdlib.errors import (
+    ChangedInputError,
+    DependentChildrenError,
+    ImageError,
+    UsageError,
+    VhdlibError,
+)
 from vhdlib.formats import open_layer
+from vhdlib.layer import BlockStore
+from vhdmend.sizes import human_size
 
 MiB = guests.MiB
 SIZE = 80 * MiB
@@ -248,3 +259,258 @@ def test_cli_info_fs_and_plan(guest: dict, tmp_path: Path) -> None:
                            "--plan", str(path)], check=True, capture_output=True,
                           text=True).stdout
     assert "ntfs, clusters 4.0 KiB" in text and "reclaimable" in text
+
+
+# --- in-place compact --reclaim fs: identity, verification, crashes ----------------------
+
+COMPACT_FORMATS = [("vhd", "subformat=dynamic", 2 * MiB),
+                   ("vhdx", "subformat=dynamic,block_size=1M", MiB)]
+
+
+def _compactable(guest: dict, tmp: Path, fmt: str, opts: str) -> Path:
+    return qemu_convert(guest["before"], tmp / f"disk.{fmt}", {"vhd": "vpc"}.get(fmt, fmt),
+                        "-o", opts)
+
+
+def _boot_and_write(path: Path, guest: dict, block: int) -> set[int]:
+    """What the guest booted from ``path`` does meanwhile: it deletes a file on ext4 and
+    writes a new one on NTFS (``before`` -> ``after``), every changed 64 KiB written in
+    place. Returns the blocks it wrote."""
+    old, new = guest["before"].read_bytes(), guest["after"].read_bytes()
+    written: set[int] = set()
+    with open_layer(str(path), writable=True) as layer:
+        for at in range(0, SIZE, 64 << 10):
+            if old[at:at + (64 << 10)] != new[at:at + (64 << 10)]:
+                layer.write(at, new[at:at + (64 << 10)])
+                written.add(at // block)
+        layer.flush()
+    return written
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_refuses_a_disk_written_between_plan_and_run(guest: dict, tmp_path: Path,
+                                                              fmt: str, opts: str,
+                                                              block: int) -> None:
+    # Given a plan, then the guest writing a new file into space the plan calls free
+    path = _compactable(guest, tmp_path, fmt, opts)
+    op = ops.prepare("compact", str(path), reclaim="fs")
+    assert _boot_and_write(path, guest, block) & set(op.state.drop_blocks)
+    # When the plan runs, it is refused: nothing was dropped, the new file is intact
+    with pytest.raises(ChangedInputError, match="changed"):
+        op.run()
+    with vhdlib.open(str(path)) as disk:
+        assert disk.read(0, SIZE) == guest["after"].read_bytes()
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_resume_refuses_a_disk_written_while_paused(guest: dict, tmp_path: Path,
+                                                            fmt: str, opts: str,
+                                                            block: int) -> None:
+    # Given a compaction paused early in its drop phase
+    path = _compactable(guest, tmp_path, fmt, opts)
+    op = ops.prepare("compact", str(path), reclaim="fs")
+    assert op.run(pause=lambda: True, chunk_bytes=256 << 10)["status"] == "paused"
+    cursor = journal.load(op.journal_path)["cursor"]
+    size = os.path.getsize(path)
+    # When the guest writes into blocks the plan calls free (all allocated in the file: a
+    # VHD's size, id and checksums stay; only the guest's own allocation maps tell)
+    written = _boot_and_write(path, guest, block)
+    assert {b for b in written if b >= cursor} & set(op.state.drop_blocks)
+    assert os.path.getsize(path) == size
+    # Then the resume is refused before it drops anything more
+    with pytest.raises(ChangedInputError, match="changed"):
+        ops.resume(op.journal_path).run()
+    with vhdlib.open(str(path)) as disk:
+        assert disk.read(cursor * block, SIZE - cursor * block) == \
+            guest["after"].read_bytes()[cursor * block:]
+
+
+class _Kill(BaseException):
+    """kill -9 at an instant: nothing after it runs."""
+
+
+def _kill_in(monkeypatch: pytest.MonkeyPatch, op: ops.Operation, phase: str,
+             calls: int) -> None:
+    """Die at the ``calls``-th write or read of any file made while ``op`` is in ``phase``
+    (reads too: the verify phase only reads)."""
+    count = {"n": 0}
+    for name in ("pwrite", "pwritev", "preadv", "pread"):
+        real = getattr(os, name)
+
+        def wrapped(*a: object, _real: object = real) -> object:
+            if op.state.phase == phase:
+                count["n"] += 1
+                if count["n"] > calls:
+                    raise _Kill()
+            return _real(*a)  # type: ignore[operator]
+
+        monkeypatch.setattr(os, name, wrapped)
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_kill_and_resume_is_bit_identical(guest: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  fmt: str, opts: str, block: int) -> None:
+    """Kills land in every phase (drop, move, verify, truncate), twice each; each resume
+    refuses nothing and the file ends as an uninterrupted run leaves it."""
+    a = _compactable(guest, tmp_path, fmt, opts)
+    b = tmp_path / f"b.{fmt}"
+    b.write_bytes(a.read_bytes())
+    ops.prepare("compact", str(a), reclaim="fs").run(chunk_bytes=1 << 20)
+    op = ops.prepare("compact", str(b), reclaim="fs")
+    rnd = random.Random(13)
+    killed_in: list[str] = []
+    # Reads and writes each phase makes (fewer than an uninterrupted run makes in it).
+    calls = {"drop": 40, "move": 20, "verify": 20, "truncate": 1}
+    for phase in ("drop", "move", "verify", "truncate") * 2:
+        _kill_in(monkeypatch, op, phase, rnd.randint(0, calls[phase]))
+        try:
+            op.run(chunk_bytes=1 << 20)
+        except _Kill:
+            killed_in.append(phase)
+        finally:
+            monkeypatch.undo()
+        if not os.path.exists(op.journal_path):
+            break  # finished before the kill
+        op = ops.resume(op.journal_path)
+    else:
+        op.run(chunk_bytes=1 << 20)
+    assert set(killed_in) == {"drop", "move", "verify", "truncate"}, killed_in
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_gives_the_changed_disk_a_new_id(guest: dict, tmp_path: Path, fmt: str,
+                                                 opts: str, block: int) -> None:
+    """Free blocks read zeros now: a child left in another folder (where the dependents
+    search does not look) must no longer resolve to this disk."""
+    path = _compactable(guest, tmp_path, fmt, opts)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    child = elsewhere / f"child.{fmt}"
+    subprocess.run([sys.executable, "-m", "vhdmend", "create", str(child), "--type",
+                    "differencing", "--parent", str(path)], check=True, capture_output=True)
+    with open_layer(str(path)) as layer:
+        before = layer.link_id
+    ops.prepare("compact", str(path), reclaim="fs").run()
+    with open_layer(str(path)) as layer:
+        assert layer.link_id != before
+    with pytest.raises(VhdlibError), vhdlib.open(str(child)) as disk:
+        disk.read(0, 512)
+
+
+def _store_type(path: Path) -> type[BlockStore]:
+    with open_layer(str(path)) as layer:
+        store = layer.block_store()
+    assert store is not None
+    return type(store)
+
+
+def _compact_with(monkeypatch: pytest.MonkeyPatch, path: Path, method: str,
+                  wrong: Callable[..., None]) -> pytest.ExceptionInfo[ImageError]:
+    """Compact ``path`` with ``--reclaim fs`` while the block store's ``method`` misbehaves
+    as ``wrong(store, index, ...)`` does; the verification must say so."""
+    op = ops.prepare("compact", str(path), reclaim="fs")
+    monkeypatch.setattr(_store_type(path), method, wrong)
+    with pytest.raises(ImageError, match="verification failed") as ei:
+        op.run()
+    return ei
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_verification_finds_a_free_block_left_in_place(
+        guest: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, opts: str,
+        block: int) -> None:
+    path = _compactable(guest, tmp_path, fmt, opts)
+    real_drop = _store_type(path).drop
+    skipped: list[int] = []
+
+    def drop(store: BlockStore, index: int) -> None:
+        if skipped:  # all but the first free block go
+            real_drop(store, index)
+        else:
+            skipped.append(index)
+
+    ei = _compact_with(monkeypatch, path, "drop", drop)
+    assert f"block {skipped[0]}," in str(ei.value) and "zeros" in str(ei.value)
+
+
+@pytest.mark.parametrize(("fmt", "opts", "block"), COMPACT_FORMATS)
+def test_compact_verification_finds_a_block_moved_wrong(
+        guest: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, opts: str,
+        block: int) -> None:
+    path = _compactable(guest, tmp_path, fmt, opts)
+    real_move = _store_type(path).move
+
+    def move(store: BlockStore, index: int, new_offset: int) -> None:
+        real_move(store, index, new_offset)
+        os.pwrite(store.layer.fd, b"\x5a" * 512, new_offset + 4096)  # type: ignore[attr-defined]
+
+    ei = _compact_with(monkeypatch, path, "move", move)
+    assert "read differently" in str(ei.value)
+    # The journal stays: the disk is what the moves left, nothing is undone silently.
+    assert os.path.exists(str(path) + ".vhdmend.json")
+
+
+# --- vhdmend info --fs: a disk, a VHD chain, a VHDX chain; text and JSON -----------------
+
+
+def _free_in(truth: list[tuple[int, int]], start: int, length: int) -> int:
+    """Bytes of the guest tools' free ranges that lie in ``[start, start + length)``."""
+    return sum(max(0, min(e, start + length) - max(s, start)) for s, e in truth)
+
+
+@pytest.fixture(scope="module")
+def info_disks(guest: dict) -> dict[str, tuple[Path, list[tuple[int, int]]]]:
+    """name -> (the path ``info`` is given, the guest tools' free ranges of its newest
+    view): a dynamic VHD, and VHD and VHDX chains whose child's guest freed and used."""
+    tmp = guest["tmp"] / "info"
+    tmp.mkdir()
+    out: dict[str, tuple[Path, list[tuple[int, int]]]] = {}
+    for fmt, child_name in (("vhd", "child.vhd"), ("vhdx", "child.avhdx")):
+        folder = tmp / fmt
+        folder.mkdir()
+        raw = folder / "base.img"
+        raw.write_bytes(guest["before"].read_bytes())
+        base = qemu_convert(raw, folder / f"base.{fmt}", {"vhd": "vpc"}.get(fmt, fmt),
+                            "-o", "subformat=dynamic")
+        _child_with(base, guest["after"], folder / child_name)
+        out[f"{fmt}-chain"] = (folder / child_name, guest["truth_after"])
+        if fmt == "vhd":
+            out["vhd"] = (base, guest["truth_before"])
+    return out
+
+
+@pytest.mark.parametrize("name", ["vhd", "vhd-chain", "vhdx-chain"])
+def test_cli_info_fs_json(info_disks: dict, name: str) -> None:
+    path, truth = info_disks[name]
+    r = run_cli("info", "--fs", "--json", path)
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    assert len(info["chain"]) == (2 if "chain" in name else 1)
+    volumes = info["volumes"]
+    assert volumes["scheme"] == "gpt" and not volumes["kept_whole"]
+    parts = volumes["partitions"]
+    assert [(p["file_system"], p["start"], p["length"]) for p in parts] == [
+        ("ntfs", NTFS_AT, NTFS_LEN), ("ext4", EXT_AT, EXT_LEN)]
+    # The newest view's free space, as ntfs-3g and dumpe2fs count it.
+    for p in parts:
+        assert not p["kept_whole"]
+        assert p["free_bytes"] == _free_in(truth, p["start"], p["length"]), p
+
+
+@pytest.mark.parametrize("name", ["vhd", "vhd-chain", "vhdx-chain"])
+def test_cli_info_fs_text(info_disks: dict, name: str) -> None:
+    path, truth = info_disks[name]
+    r = run_cli("info", "--fs", path)
+    assert r.code == 0, r.err
+    if "chain" in name:
+        assert "chain (2 files, newest first):" in r.out
+    lines = r.out.splitlines()
+    head = lines.index("partitions (gpt, 512-byte sectors):")
+    ntfs, ext = lines[head + 1], lines[head + 2]
+    assert ntfs.startswith(f"  [1] at {NTFS_AT}, 40.0 MiB  ntfs, clusters 4.0 KiB, free ")
+    assert ext.startswith(f"  [2] at {EXT_AT}, 36.0 MiB  ext4, clusters ")
+    assert "kept whole" not in r.out
+    free = human_size(_free_in(truth, EXT_AT, EXT_LEN))
+    assert ext.endswith(f"free {free}"), (ext, free)

@@ -137,3 +137,29 @@ def test_a_corrupted_dynamic_window_is_caught_behind_the_copy(
         op.run(on_checkpoint=checkpoint, chunk_bytes=64 << 10)
     assert corrupted
     assert_caught_behind_the_copy(op, chain, out)
+
+
+@pytest.mark.parametrize("out_type", ["fixed", "dynamic"])
+def test_bytes_where_the_source_has_no_data_are_caught(tmp_path: Path, fmt: str,
+                                                       out_type: str) -> None:
+    """The output must read zeros where the source stores nothing (unallocated, or no
+    window data at all): a block written there after the copy fails the verify phase."""
+    chain = build_chain(tmp_path, fmt, size=16 * MiB, writes=6, children=1)
+    import vhdlib
+    with vhdlib.open(str(chain.newest)) as disk:
+        data = [(e.offset, e.end) for e in disk.extents() if e.kind is ExtentKind.DATA]
+    at = next(b for b in range(0, 16 * MiB, MiB)
+              if not any(s < b + MiB and b < e for s, e in data))
+    out = tmp_path / f"o.{fmt}"
+    op = ops.prepare("convert", str(chain.newest), str(out), type=out_type, block_size=MiB)
+    seen: list[str] = []
+    assert op.run(on_checkpoint=lambda state: seen.append(str(state["phase"])),
+                  pause=lambda: seen[-1] == "verify")["status"] == "paused"
+    from vhdlib.formats import open_layer
+    with open_layer(str(out) + ".vhdmend-partial", writable=True, fmt=fmt) as layer:
+        layer.write(at, b"\x5a" * 4096)
+        layer.flush()
+    with pytest.raises(ImageError, match="verification failed: window"):
+        ops.resume(op.journal_path).run()
+    assert read_all(chain.newest) == chain.ref
+    assert not out.exists()

@@ -1,5 +1,6 @@
 """The copy engine's verify read: reading only what the output stores gives the digest a
-full re-read gives (the check that "verified" still means every byte was compared)."""
+full re-read gives, and a byte the output holds where the source has no data changes it
+(the check that "verified" still means every byte was compared)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ def full_reread_digest(disk: Disk, index: int, read_from: Disk) -> tuple[int, in
     return crc, read
 
 
+def stray_outside(disk: Disk, index: int, read_from: Disk) -> bool:
+    """True when ``read_from`` reads a non-zero byte in window ``index`` where ``disk``
+    has no DATA (the output holds something the source does not)."""
+    start = index * windows.WINDOW
+    end = min(disk.virtual_size, start + windows.WINDOW)
+    pos = start
+    for ext in [*disk.extents(start, end - start), None]:
+        if ext is not None and ext.kind is not ExtentKind.DATA:
+            continue
+        stop = end if ext is None else ext.offset
+        if stop > pos and any(read_from.read(pos, stop - pos)):
+            return True
+        if ext is not None:
+            pos = ext.end
+    return False
+
+
 @pytest.fixture
 def small_units(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small windows and units: many unit cuts and window edges on a small disk.
@@ -59,16 +77,28 @@ def test_verify_digest_equals_a_full_reread(tmp_path: Path, fmt: str, seed: int,
             vhdlib.open(str(a.newest)) as same:
         buf = bytearray(windows.UNIT)
         nonzero = 0
+        stray = clean = 0
         for index in range(windows.window_count(src.virtual_size)):
+            # Equal over the source's DATA, and beyond it the output must read zeros (the
+            # sparse chain read against the dense one holds plenty beyond).
+            for source, out in ((src, other), (other, src)):
+                want = full_reread_digest(source, index, out)
+                got = windows.process_window(source, index, None, buf, read_from=out)
+                assert got[1] == want[1], index
+                if stray_outside(source, index, out):
+                    assert got[0] != want[0], index
+                    stray += 1
+                else:
+                    assert got[0] == want[0], index
+                    clean += 1
             want = full_reread_digest(src, index, other)
-            got = windows.process_window(src, index, None, buf, read_from=other)
-            assert (got[0], got[1]) == want, index
             # Read against itself, the verify digest is the copy's digest.
             copy_crc = windows.process_window(src, index, None)[0]
             assert windows.process_window(src, index, None, buf, read_from=same)[0] == \
                 copy_crc == full_reread_digest(src, index, same)[0]
             nonzero += want[0] != 0
         assert nonzero >= 2  # the comparison saw real data, not only empty windows
+        assert stray and clean  # both outcomes were seen
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "page_cache"])

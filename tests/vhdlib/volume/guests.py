@@ -132,15 +132,51 @@ def ntfscp(path: Path, src: Path, dest: str) -> None:
 def ntfs_free(path: Path) -> list[tuple[int, int]]:
     """Free byte ranges from the $Bitmap as ntfs-3g reads it (``ntfscat -i 6``), with the
     cluster count from ``ntfsinfo -m``; decoded bit by bit, independently of vhdlib."""
-    info = run("ntfsinfo", "-m", path).decode()
-    cluster = int(re.search(r"Cluster Size: (\d+)", info).group(1))  # type: ignore[union-attr]
-    size = int(re.search(r"Volume Size in Clusters: (\d+)", info).group(1))  # type: ignore[union-attr]
+    cluster, size = _ntfs_geometry(path)
     bitmap = run("ntfscat", "-i", "6", path)
     ranges = []
     for c in range(size):
         if not bitmap[c // 8] & (1 << (c % 8)):
             ranges.append((c * cluster, (c + 1) * cluster))
     return merge(ranges)
+
+
+def _ntfs_geometry(path: Path) -> tuple[int, int]:
+    """(cluster size, clusters) as ``ntfsinfo -m`` reports them."""
+    info = run("ntfsinfo", "-m", path).decode()
+    cluster = int(re.search(r"Cluster Size: (\d+)", info).group(1))  # type: ignore[union-attr]
+    size = int(re.search(r"Volume Size in Clusters: (\d+)", info).group(1))  # type: ignore[union-attr]
+    return cluster, size
+
+
+def ntfs_runs(path: Path, inode: int) -> list[tuple[int, int]]:
+    """``(lcn, length)`` of every non-sparse run of every non-resident attribute of an
+    inode, as ``ntfsinfo -v`` prints them."""
+    info = run("ntfsinfo", "-i", str(inode), "-v", path).decode()
+    runs = []
+    for block in re.findall(r"Runlist:\tVCN\t\tLCN\t\tLength\n((?:\t\t\t.*\n)+)", info):
+        for lcn, length in re.findall(r"^\t\t\t0x[0-9a-f]+\t\t(0x[0-9a-f]+|<HOLE>)\t\t"
+                                      r"(0x[0-9a-f]+)", block, re.M):
+            if lcn != "<HOLE>":
+                runs.append((int(lcn, 16), int(length, 16)))
+    return runs
+
+
+def ntfs_unmapped_used(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of clusters ``$Bitmap`` marks used that no file maps, by ntfs-3g's
+    reading: the files come from ``ntfscluster -c`` over the whole volume (it walks the
+    MFT), their runs from ``ntfsinfo -v``."""
+    cluster, size = _ntfs_geometry(path)
+    listing = run("ntfscluster", "-f", "-c", f"0-{size - 1}", path).decode()
+    mapped = bytearray(size)
+    for inode in sorted({int(n) for n in re.findall(r"^Inode (\d+) ", listing, re.M)}):
+        for lcn, length in ntfs_runs(path, inode):
+            mapped[lcn:lcn + length] = b"\1" * length
+    free = bytearray(size)
+    for s, e in ntfs_free(path):
+        free[s // cluster:e // cluster] = b"\1" * (e // cluster - s // cluster)
+    return merge([(c * cluster, (c + 1) * cluster) for c in range(size)
+                  if not free[c] and not mapped[c]])
 
 
 def place(disk: Path, offset: int, volume: Path) -> None:

@@ -90,19 +90,57 @@ def _kept(image: Path) -> str:
     return part.kept
 
 
-def test_dirty_volume_is_kept(tmp_path: Path) -> None:
-    image = build(tmp_path)
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """One clean volume (no keep reason), copied by the tests that damage one thing."""
+    image = build(tmp_path_factory.mktemp("ntfs-clean"))
+    assert _part(image).kept is None
+    return image.read_bytes()
+
+
+def _copy(clean: bytes, tmp_path: Path) -> Path:
+    image = tmp_path / "ntfs.img"
+    image.write_bytes(clean)
+    return image
+
+
+def _set_volume_flags(image: Path, flags: int) -> None:
     flags_at = _attr_value_offset(image, 3, r.AT_VOLUME_INFORMATION) + 0x0A
     assert flags_at % 512 < 510  # not a fixup position
-    guests.patch(image, flags_at, struct.pack("<H", 0x0001))
+    guests.patch(image, flags_at, struct.pack("<H", flags))
     # Windows writes records 0-3 to $MFTMirr as well.
     boot = BootSector.parse(guests.peek(image, 0, 512))
     mft_at, _ = _record_offset(image, 0)
     mirror_at = boot.mftmirr_lcn * boot.cluster_size + flags_at - mft_at
-    guests.patch(image, mirror_at, struct.pack("<H", 0x0001))
+    guests.patch(image, mirror_at, struct.pack("<H", flags))
+
+
+def test_dirty_volume_is_kept(clean: bytes, tmp_path: Path) -> None:
+    image = _copy(clean, tmp_path)
+    _set_volume_flags(image, 0x0001)
     # ntfs-3g agrees: without --force it refuses a volume "scheduled for check".
     assert "Volume Flags: 0x0001" in guests.run("ntfsinfo", "-f", "-m", image).decode()
     assert "dirty" in _kept(image)
+
+
+@pytest.mark.parametrize(("flags", "reason"), [
+    (0x0001, "dirty"),
+    (0x0002, "$LogFile resize pending"),
+    (0x0010, "USN journal deletion underway"),
+    (0x0020, "object id repair pending"),
+    (0x4000, "chkdsk underway"),
+    (0x0000, None),  # the same patch with no flag: the flag alone keeps the volume
+    (0x8000, None),  # "modified by chkdsk": a finished repair, nothing pending
+], ids=["dirty", "resize-log", "usn-delete", "objid-repair", "chkdsk", "none", "modified"])
+def test_each_volume_flag_alone(clean: bytes, tmp_path: Path, flags: int,
+                                reason: str | None) -> None:
+    image = _copy(clean, tmp_path)
+    _set_volume_flags(image, flags)
+    assert f"Volume Flags: {flags:#06x}" in guests.run("ntfsinfo", "-f", "-m", image).decode()
+    if reason is None:
+        assert _part(image).kept is None
+    else:
+        assert f"NTFS volume {reason} ($Volume flags {flags:#06x})" == _kept(image)
 
 
 def _first_lcn(image: Path, number: int) -> tuple[int, int]:
@@ -147,6 +185,34 @@ def test_logfile_state(tmp_path: Path, in_use: int, flags: int, kept: bool) -> N
         assert part.kept is not None and "$LogFile not clean" in part.kept
     else:
         assert part.kept is None, part.kept
+
+
+@pytest.mark.parametrize(("newest_clean", "kept"), [(True, False), (False, True)])
+def test_logfile_newest_restart_area_decides(clean: bytes, tmp_path: Path, newest_clean: bool,
+                                             kept: bool) -> None:
+    """Two restart pages disagree: the one with the higher current LSN is the state."""
+    image = _copy(clean, tmp_path)
+    lcn, cluster = _first_lcn(image, 2)
+    clean_page = {"in_use": 0, "flags": 0x0002}
+    dirty_page = {"in_use": 0, "flags": 0}
+    pages = (clean_page, dirty_page) if newest_clean else (dirty_page, clean_page)
+    for n, (page, lsn) in enumerate(zip(pages, (200, 100), strict=True)):
+        guests.patch(image, lcn * cluster + n * 4096, _restart_page(4096, lsn=lsn, **page))
+    part = _part(image)
+    assert (part.kept is not None) is kept, part.kept
+    if kept:
+        assert part.kept is not None and "$LogFile not clean" in part.kept
+
+
+def test_logfile_left_by_chkdsk_is_kept(clean: bytes, tmp_path: Path) -> None:
+    """A restart page whose magic is "CHKD": chkdsk stopped half way (ntfs-3g logfile.h)."""
+    image = _copy(clean, tmp_path)
+    lcn, cluster = _first_lcn(image, 2)
+    for n, lsn in ((0, 100), (1, 50)):
+        page = bytearray(_restart_page(4096, 0xFFFF, 0x0002, lsn))
+        page[:4] = b"CHKD"
+        guests.patch(image, lcn * cluster + n * 4096, bytes(page))
+    assert "unfinished chkdsk" in _kept(image)
 
 
 @pytest.mark.parametrize(("head", "kept"), [

@@ -1,9 +1,11 @@
-"""$Bitmap split across two MFT records through an $ATTRIBUTE_LIST, the way Windows stores
+"""$Bitmap split across two MFT records through an $ATTRIBUTE_LIST (resident, or
+non-resident in a cluster of its own as Windows writes a long one), the way Windows stores
 a fragmented system file: built by rewriting a mkntfs volume, checked first with ntfs-3g
 (which must read the same $Bitmap through the list) and then with vhdlib."""
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -43,8 +45,8 @@ def _runs(runs: list[tuple[int | None, int]]) -> bytes:
 
 
 def _nonresident(attr_id: int, first: int, last: int, sizes: tuple[int, int, int],
-                 runs: bytes) -> bytes:
-    head = struct.pack("<IIBBHHHQQHH4xQQQ", r.AT_DATA, 0x40 + len(runs), 1, 0, 0x40, 0,
+                 runs: bytes, atype: int = r.AT_DATA) -> bytes:
+    head = struct.pack("<IIBBHHHQQHH4xQQQ", atype, 0x40 + len(runs), 1, 0, 0x40, 0,
                        attr_id, first, last, 0x40, 0, *sizes)
     return head + runs
 
@@ -71,7 +73,10 @@ def _list_entry(atype: int, vcn: int, record: int, seq: int, attr_id: int) -> by
     return struct.pack("<IHBBQQH6x", atype, 32, 0, 0x1A, vcn, record | seq << 48, attr_id)
 
 
-def _build(tmp_path: Path, sparse_tail: bool = False) -> Path:
+def _build(tmp_path: Path, sparse_tail: bool = False, nonresident_list: bool = False) -> Path:
+    """mkntfs's $Bitmap split in two segments (record 6 and extension record 12) through an
+    attribute list, resident in record 6 or non-resident in a free cluster (then marked
+    used in $Bitmap, as Windows allocates it)."""
     image = tmp_path / "ntfs.img"
     guests.stale(image, 48 * MiB)
     guests.mkntfs(image, 512)
@@ -98,8 +103,20 @@ def _build(tmp_path: Path, sparse_tail: bool = False) -> Path:
                      struct.unpack_from("<H", a, 0x0E)[0]) for a in keep]
         + [_list_entry(r.AT_DATA, 0, 6, seq6, data.attr_id),
            _list_entry(r.AT_DATA, cut, EXT, 1, 0)])
-    alist = struct.pack("<IIBBHHHIH2x", r.AT_ATTRIBUTE_LIST, 0x18 + len(entries), 0, 0, 0x18,
-                        0, 15, len(entries), 0x18) + entries
+    if not nonresident_list:
+        alist = struct.pack("<IIBBHHHIH2x", r.AT_ATTRIBUTE_LIST, 0x18 + len(entries), 0, 0,
+                            0x18, 0, 15, len(entries), 0x18) + entries
+    else:
+        cs = boot.cluster_size
+        assert len(entries) <= cs
+        s, e = max(guests.ntfs_free(image), key=lambda r: r[1] - r[0])
+        list_lcn = (s + e) // 2 // cs
+        guests.patch(image, list_lcn * cs, entries.ljust(cs, b"\0"))
+        alist = _nonresident(15, 0, 0, (cs, len(entries), len(entries)),
+                             _runs([(list_lcn, 1)]), atype=r.AT_ATTRIBUTE_LIST)
+        bit_at = run.lcn * cs + list_lcn // 8  # $Bitmap's data, one run before the split
+        guests.patch(image, bit_at, bytes([guests.peek(image, bit_at, 1)[0]
+                                           | 1 << list_lcn % 8]))
     attrs = sorted([*keep, alist, first], key=lambda a: struct.unpack_from("<I", a, 0)[0])
     guests.patch(image, at6, _record(6, 0, attrs, size, seq6, 16))
     at12 = boot.mft_lcn * boot.cluster_size + EXT * size
@@ -110,6 +127,52 @@ def _build(tmp_path: Path, sparse_tail: bool = False) -> Path:
 @pytest.fixture
 def split_bitmap(tmp_path: Path) -> Path:
     return _build(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def nonresident_list(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The split $Bitmap with its attribute list non-resident: ``(image, list LCN)``, the
+    LCN as ntfs-3g reads it."""
+    image = _build(tmp_path_factory.mktemp("ntfs-list"), nonresident_list=True)
+    info = guests.run("ntfsinfo", "-i", "6", "-v", image).decode()
+    section = info[info.index("Dumping attribute $ATTRIBUTE_LIST"):]
+    section = section[:section.index("Dumping attribute", 10)]
+    assert re.search(r"Resident:\s+No", section)
+    (lcn,) = re.findall(r"^\t\t\t0x0\t\t(0x[0-9a-f]+)\t\t0x1$", section, re.M)
+    return image, int(lcn, 16)
+
+
+def test_ntfs3g_reads_a_nonresident_attribute_list(nonresident_list: tuple[Path, int]) -> None:
+    image, lcn = nonresident_list
+    boot = BootSector.parse(guests.peek(image, 0, 512))
+    assert len(guests.run("ntfscat", "-i", "6", image)) >= boot.total_clusters // 8
+    # ntfs-3g's reading of $Bitmap (through the list) has the list's cluster used.
+    assert not any(s <= lcn * 512 < e for s, e in guests.ntfs_free(image))
+
+
+def test_nonresident_attribute_list_free_ranges_equal_ntfs3g(
+        nonresident_list: tuple[Path, int]) -> None:
+    image, _ = nonresident_list
+    with FileDisk(image) as disk:
+        (part,) = scan(disk).partitions
+    assert part.kept is None, part.kept
+    assert list(part.free_ranges) == guests.ntfs_free(image)
+
+
+def test_nonresident_attribute_list_marked_free_is_kept(
+        nonresident_list: tuple[Path, int], tmp_path: Path) -> None:
+    """$Bitmap calling the list's own cluster free: damaged, so the volume is kept whole."""
+    image, lcn = nonresident_list
+    damaged = tmp_path / "ntfs.img"
+    damaged.write_bytes(image.read_bytes())
+    # $Bitmap's data: its first run that is not the list's (the list is dumped first).
+    bm_lcn = next(start for start, _ in guests.ntfs_runs(damaged, 6) if start != lcn)
+    at = bm_lcn * 512 + lcn // 8
+    guests.patch(damaged, at, bytes([guests.peek(damaged, at, 1)[0] & ~(1 << lcn % 8)]))
+    assert any(s <= lcn * 512 < e for s, e in guests.ntfs_free(damaged))  # ntfs-3g: free
+    with FileDisk(damaged) as disk:
+        (part,) = scan(disk).partitions
+    assert part.kept is not None and "MFT record 6" in part.kept
 
 
 def test_sparse_bitmap_run_is_kept(tmp_path: Path) -> None:

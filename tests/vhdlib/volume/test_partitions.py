@@ -148,6 +148,35 @@ def test_ebr_loop_keeps_the_disk(tmp_path: Path) -> None:
     assert vmap.kept is not None and "EBR" in vmap.kept
 
 
+def _ebr_links(disk: Path) -> tuple[int, int, int]:
+    """The extended partition's start and size (sectors) and the second EBR's LBA."""
+    ext_start, ext_size = struct.unpack_from("<II", guests.peek(disk, 0x1BE + 2 * 16 + 8, 8))
+    link = struct.unpack_from("<I", guests.peek(disk, ext_start * 512 + 0x1BE + 16 + 8, 4))[0]
+    return ext_start, ext_size, ext_start + link
+
+
+@pytest.mark.parametrize(("which", "relative", "reason"), [
+    # The first EBR's link just past the extended partition's end, far past the disk's.
+    ("first", "size", "EBR link points outside the extended partition"),
+    ("first", 0xFFFFFFFF, "EBR link points outside the extended partition"),
+    # The second EBR's link back at itself: inside, but a loop.
+    ("second", "self", "EBR chain loops"),
+])
+def test_a_bad_ebr_link_keeps_the_disk_with_the_reason(tmp_path: Path, which: str,
+                                                       relative: object, reason: str) -> None:
+    disk = mbr_disk(tmp_path)
+    ext_start, ext_size, second = _ebr_links(disk)
+    value = {"size": ext_size, "self": second - ext_start}.get(str(relative), relative)
+    ebr = ext_start if which == "first" else second
+    guests.patch(disk, ebr * 512 + 0x1BE + 16 + 8, struct.pack("<I", value))
+    with FileDisk(disk) as d:
+        with pytest.raises(VolumeStructureError, match=reason):
+            read_table(d)
+        vmap = scan(d)
+    assert vmap.kept is not None and reason in vmap.kept
+    assert not vmap.reclaimable_blocks(MiB)
+
+
 def test_mbr_partition_beyond_the_disk_keeps_it(tmp_path: Path) -> None:
     disk = mbr_disk(tmp_path)
     guests.patch(disk, 0x1BE + 12, struct.pack("<I", 10**6))
