@@ -49,6 +49,21 @@ def clear_runs(bitmap: bytes, nbits: int) -> Iterator[tuple[int, int]]:
             yield run_start, run_end - run_start
 
 
+def first_clear(bitmap: bytes, first: int, count: int) -> int | None:
+    """The first clear bit among bits ``[first, first + count)`` of ``bitmap`` (bits past
+    its end read as clear), or None when all are set. The bits are tested as one integer:
+    a file of gigabytes spans millions of them."""
+    if count <= 0:
+        return None
+    inside = min(first + count, len(bitmap) * 8) - first
+    if inside > 0:
+        bits = int.from_bytes(bitmap[first >> 3:(first + inside + 7) >> 3], "little")
+        missing = ~(bits >> (first & 7)) & ((1 << inside) - 1)
+        if missing:
+            return first + (missing & -missing).bit_length() - 1
+    return None if inside >= count else max(first, len(bitmap) * 8)
+
+
 def merge(ranges: Iterable[Range]) -> list[Range]:
     """Sorted, non-overlapping, non-adjacent ranges covering the same bytes."""
     out: list[Range] = []

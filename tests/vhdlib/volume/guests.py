@@ -57,6 +57,40 @@ def debugfs_w(path: Path, *requests: str) -> None:
         run("debugfs", "-w", "-R", request, path)
 
 
+def inode_blocks(path: Path, name: str) -> tuple[int, dict[str, list[int]]]:
+    """Inode number and blocks of ``name`` as ``debugfs stat`` lists them: "data", each
+    kind of mapping block ("IND", "DIND", "TIND", "ETB0", "ETB1", ...) and "xattr" (File
+    ACL)."""
+    out = run("debugfs", "-R", f"stat {name}", path).decode()
+    number = int(re.search(r"^Inode: (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    blocks: dict[str, list[int]] = {}
+    acl = int(re.search(r"File ACL: (\d+)", out).group(1))  # type: ignore[union-attr]
+    if acl:
+        blocks["xattr"] = [acl]
+    listing = re.search(r"^(?:BLOCKS|EXTENTS):\n(.*)$", out, re.M)
+    for key, first, last in re.findall(r"\(([^)]*)\):(\d+)(?:-(\d+))?",
+                                       listing.group(1) if listing else ""):
+        kind = key if key[:1].isalpha() else "data"
+        blocks.setdefault(kind, []).extend(range(int(first), int(last or first) + 1))
+    return number, blocks
+
+
+def free_block(path: Path, block: int) -> None:
+    """Mark ``block`` free the way a damaged but consistent bitmap would: ``debugfs freeb``
+    (which re-signs the bitmap with metadata_csum), then the group's free count raised to
+    match with ``set_bg`` and the descriptor re-signed (e2fsprogs 1.47 freeb leaves the
+    count alone, set_bg the checksum), in one debugfs session (bitmap checksums are
+    written at its end), so that only the block's owner can tell the block is in use."""
+    out = run("dumpe2fs", path).decode()
+    first = int(re.search(r"^First block:\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    per_group = int(re.search(r"^Blocks per group:\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    group = (block - first) // per_group
+    counts = re.findall(r"^Group \d+:.*\n(?:.*\n)*?\s+(\d+) free blocks,", out, re.M)
+    script = (f"freeb {block}\nset_bg {group} free_blocks_count {int(counts[group]) + 1}\n"
+              f"set_bg {group} checksum calc\n")
+    run("debugfs", "-w", "-f", "-", path, input=script.encode())
+
+
 def dumpe2fs_free(path: Path) -> list[tuple[int, int]]:
     """Free byte ranges of an ext2/3/4 image as dumpe2fs lists them ("Free blocks:")."""
     out = run("dumpe2fs", path).decode()
@@ -163,3 +197,18 @@ def peek(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+class PatchedDisk:
+    """An image in memory with a few bytes changed (a Readable for vhdlib.volume.scan)."""
+
+    def __init__(self, base: bytes, patches: dict[int, int]) -> None:
+        self.base, self.patches = base, patches
+        self.virtual_size = len(base)
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = bytearray(self.base[offset:offset + size])
+        for at, value in self.patches.items():
+            if offset <= at < offset + size:
+                data[at - offset] = value
+        return bytes(data)

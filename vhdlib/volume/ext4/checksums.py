@@ -18,7 +18,7 @@ for _i in range(256):
     _CRC16.append(_c)
 
 
-def crc32c_raw(seed: int, data: bytes) -> int:
+def crc32c_raw(seed: int, data: bytes | bytearray | memoryview) -> int:
     """``ext4_chksum(seed, data)``: CRC-32C register continued from ``seed``."""
     return crc32c(data, seed ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 from vhdlib.volume.errors import VolumeChecksumError, VolumeStructureError
 from vhdlib.volume.ext4.checksums import crc32c_raw
@@ -48,6 +49,7 @@ INCOMPAT_KNOWN = (INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG | INCO
                   | INCOMPAT_CASEFOLD)
 # super.rst "s_feature_ro_compat"
 RO_COMPAT_SPARSE_SUPER = 0x0001
+RO_COMPAT_HUGE_FILE = 0x0008
 RO_COMPAT_GDT_CSUM = 0x0010
 RO_COMPAT_HAS_SNAPSHOT = 0x0080
 RO_COMPAT_BIGALLOC = 0x0200
@@ -58,6 +60,11 @@ RO_COMPAT_KNOWN = (0x0001 | 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020 | 0x0040 
 
 CHECKSUM_OFFSET = 0x3FC
 CSUM_TYPE_CRC32C = 1  # super.rst "s_checksum_type"
+# super.rst "s_creator_os"
+OS_LINUX = 0
+OS_HURD = 1
+#: super.rst s_first_ino: the first non-reserved inode of a revision-0 volume.
+GOOD_OLD_FIRST_INO = 11
 
 
 def _u32(b: bytes, off: int) -> int:
@@ -81,6 +88,7 @@ class Superblock:
     clusters_per_group: int
     inodes_per_group: int
     inode_size: int
+    first_ino: int
     state: int
     rev_level: int
     feature_compat: int
@@ -91,6 +99,7 @@ class Superblock:
     last_orphan: int
     desc_size: int
     first_meta_bg: int
+    creator_os: int
     log_groups_per_flex: int
     checksum_type: int
     backup_bgs: tuple[int, int]
@@ -114,6 +123,7 @@ class Superblock:
             inodes_per_group=_u32(raw, 0x28),
             # super.rst s_inode_size: revision 0 has 128-byte inodes.
             inode_size=_u16(raw, 0x58) if _u32(raw, 0x4C) else 128,
+            first_ino=_u32(raw, 0x54) if _u32(raw, 0x4C) else GOOD_OLD_FIRST_INO,
             state=_u16(raw, 0x3A),
             rev_level=_u32(raw, 0x4C),
             feature_compat=_u32(raw, 0x5C),
@@ -124,6 +134,7 @@ class Superblock:
             last_orphan=_u32(raw, 0xE8),
             desc_size=_u16(raw, 0xFE),
             first_meta_bg=_u32(raw, 0x104),
+            creator_os=_u32(raw, 0x48),
             log_groups_per_flex=raw[0x174],
             checksum_type=raw[0x175],
             backup_bgs=(_u32(raw, 0x24C), _u32(raw, 0x250)),
@@ -165,6 +176,9 @@ class Superblock:
             raise VolumeStructureError(f"inode size {self.inode_size}")
         if self.inodes_per_group == 0 or self.inodes_count != self.inodes_per_group * self.groups:
             raise VolumeStructureError("inode count disagrees with the group count")
+        # The kernel refuses s_first_ino below 11 (ext4_fill_super, "invalid first ino").
+        if not GOOD_OLD_FIRST_INO <= self.first_ino <= self.inodes_count:
+            raise VolumeStructureError(f"first non-reserved inode {self.first_ino}")
 
     def _check_checksum(self) -> None:
         # checksums.rst / super.rst s_checksum: crc32c over the superblock up to the field.
@@ -175,77 +189,86 @@ class Superblock:
         if crc32c_raw(0xFFFFFFFF, self.raw[:CHECKSUM_OFFSET]) != self.checksum:
             raise VolumeChecksumError("superblock checksum mismatch")
 
-    # --- derived values --------------------------------------------------------------
+    # --- derived values (cached: the inode walk asks for them per inode) --------------
 
-    @property
+    @cached_property
     def block_size(self) -> int:
         return 1024 << self.log_block_size
 
-    @property
+    @cached_property
     def bigalloc(self) -> bool:
         return bool(self.feature_ro_compat & RO_COMPAT_BIGALLOC)
 
-    @property
+    @cached_property
     def cluster_ratio(self) -> int:
         """Blocks per allocation cluster (1 without bigalloc)."""
         return 1 << (self.log_cluster_size - self.log_block_size) if self.bigalloc else 1
 
-    @property
+    @cached_property
     def cluster_size(self) -> int:
         return self.block_size * self.cluster_ratio
 
-    @property
+    @cached_property
     def is_64bit(self) -> bool:
         return bool(self.feature_incompat & INCOMPAT_64BIT)
 
-    @property
+    @cached_property
     def descriptor_size(self) -> int:
         """Bytes per group descriptor: s_desc_size with 64bit, else 32 (group_descr.rst)."""
         return self.desc_size if self.is_64bit else 32
 
-    @property
+    @cached_property
     def groups(self) -> int:
         return -(-(self.blocks_count - self.first_data_block) // self.blocks_per_group)
 
-    @property
+    @cached_property
+    def extents(self) -> bool:
+        return bool(self.feature_incompat & INCOMPAT_EXTENTS)
+
+    @cached_property
+    def huge_file(self) -> bool:
+        return bool(self.feature_ro_compat & RO_COMPAT_HUGE_FILE)
+
+    @cached_property
     def metadata_csum(self) -> bool:
         return bool(self.feature_ro_compat & RO_COMPAT_METADATA_CSUM)
 
-    @property
+    @cached_property
     def gdt_csum(self) -> bool:
         return bool(self.feature_ro_compat & RO_COMPAT_GDT_CSUM)
 
-    @property
+    @cached_property
     def has_group_csum(self) -> bool:
         """``ext4_has_group_desc_csum``: uninit flags are honoured only then."""
         return self.metadata_csum or self.gdt_csum
 
-    @property
+    @cached_property
     def csum_seed(self) -> int:
-        """checksums.rst: crc32c(~0, uuid), or s_checksum_seed with csum_seed."""
+        """checksums.rst: crc32c(~0, uuid), or s_checksum_seed with csum_seed (cached: every
+        inode's checksum starts from it)."""
         if self.feature_incompat & INCOMPAT_CSUM_SEED:
             return self.checksum_seed
         return crc32c_raw(0xFFFFFFFF, self.uuid)
 
-    @property
+    @cached_property
     def meta_bg(self) -> bool:
         return bool(self.feature_incompat & INCOMPAT_META_BG)
 
-    @property
+    @cached_property
     def inode_table_blocks(self) -> int:
         """Blocks of one group's inode table (the kernel's s_itb_per_group)."""
         return -(-self.inodes_per_group * self.inode_size // self.block_size)
 
-    @property
+    @cached_property
     def descriptors_per_block(self) -> int:
         return self.block_size // self.descriptor_size
 
-    @property
+    @cached_property
     def gdt_blocks(self) -> int:
         """Blocks of the whole descriptor table (the kernel's s_gdb_count)."""
         return -(-self.groups // self.descriptors_per_block)
 
-    @property
+    @cached_property
     def name(self) -> str:
         """"ext4", "ext3" or "ext2" by the features mkfs sets for each."""
         if self.feature_incompat & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG) or (

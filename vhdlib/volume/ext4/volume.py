@@ -4,7 +4,8 @@ Safety (issue 13, "when in doubt, keep"): the volume is refused when the journal
 recovery, the superblock records errors or orphans, the volume was not cleanly unmounted,
 or it uses a feature whose allocation this reader does not know; each group's descriptor
 and bitmap checksums are verified where the feature is on (checksums.rst), every piece of
-fixed metadata must be marked used, and each group's free count must match its bitmap.
+fixed metadata must be marked used, each group's free count must match its bitmap, and
+every block an in-use inode owns must be marked used (fileblocks.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from vhdlib.volume.errors import (
 )
 from vhdlib.volume.ext4 import layout
 from vhdlib.volume.ext4 import superblock as s
+from vhdlib.volume.ext4.bitmap import VolumeBitmap
 from vhdlib.volume.ext4.descriptors import GroupDescriptor
+from vhdlib.volume.ext4.fileblocks import require_owned_used
 from vhdlib.volume.fsmap import FsMap
 from vhdlib.volume.ranges import Range, clear_runs, merge
 from vhdlib.volume.source import Window
@@ -43,6 +46,10 @@ def check_state(sb: s.Superblock) -> None:
         raise VolumeStateRefusal("ext4 not cleanly unmounted (s_state VALID_FS clear)")
     if sb.feature_incompat & s.INCOMPAT_JOURNAL_DEV:
         raise UnsupportedVolumeError("ext4 external journal device")
+    if sb.creator_os == s.OS_HURD:
+        # inodes.rst "osd1"/"osd2": Hurd inodes keep a translator block and other fields
+        # where Linux keeps the high halves this reader decodes.
+        raise UnsupportedVolumeError("ext2 created by the Hurd")
     if sb.feature_incompat & s.INCOMPAT_MMP:
         raise VolumeStateRefusal("ext4 multi-mount protection: may be in use elsewhere")
     unknown = sb.feature_incompat & ~s.INCOMPAT_KNOWN
@@ -105,23 +112,28 @@ def _uninit_bitmap(sb: s.Superblock, meta: list[Range]) -> bytearray:
     return bitmap
 
 
-def _group_free(win: Window, sb: s.Superblock, d: GroupDescriptor,
-                meta: list[Range]) -> list[tuple[int, int]]:
+def _group_bitmap(win: Window, sb: s.Superblock, d: GroupDescriptor,
+                  meta: list[Range]) -> bytes:
+    """The group's block bitmap (clusters_per_group bits): read and checked, or built as
+    the kernel builds a BLOCK_UNINIT one."""
     nclusters = layout.group_clusters(sb, d.group)
     if sb.has_group_csum and d.block_uninit:
         if d.group == 0:  # the kernel refuses this too (ext4_read_block_bitmap_nowait)
             raise VolumeStructureError("group 0 block bitmap marked uninitialized")
-        bitmap = bytes(_uninit_bitmap(sb, meta))
-    else:
-        bitmap = win.read(d.block_bitmap * sb.block_size, sb.block_size)
-        if sb.metadata_csum and not d.bitmap_checksum_ok(bitmap, sb):
-            raise VolumeChecksumError(f"group {d.group}: block bitmap checksum mismatch")
-        for start, end in meta:
-            for c in range(start, min(end, nclusters)):
-                if not bitmap[c >> 3] >> (c & 7) & 1:
-                    raise VolumeStructureError(
-                        f"group {d.group}: bitmap marks metadata cluster {c} free")
-    runs = list(clear_runs(bitmap, nclusters))
+        return bytes(_uninit_bitmap(sb, meta))
+    bitmap = win.read(d.block_bitmap * sb.block_size, sb.block_size)
+    if sb.metadata_csum and not d.bitmap_checksum_ok(bitmap, sb):
+        raise VolumeChecksumError(f"group {d.group}: block bitmap checksum mismatch")
+    for start, end in meta:
+        for c in range(start, min(end, nclusters)):
+            if not bitmap[c >> 3] >> (c & 7) & 1:
+                raise VolumeStructureError(
+                    f"group {d.group}: bitmap marks metadata cluster {c} free")
+    return bitmap[:sb.clusters_per_group // 8]
+
+
+def _group_free(sb: s.Superblock, d: GroupDescriptor, bitmap: bytes) -> list[tuple[int, int]]:
+    runs = list(clear_runs(bitmap, layout.group_clusters(sb, d.group)))
     free = sum(n for _, n in runs)
     if free != d.free_blocks_count:
         raise VolumeStructureError(
@@ -141,10 +153,17 @@ def read(win: Window) -> FsMap:
             f"ext4 volume of {fs_bytes} bytes exceeds its partition ({win.length} bytes)")
     descs = read_descriptors(win, sb)
     meta = _metadata(sb, descs)
-    free: list[Range] = []
+    bitmap = VolumeBitmap(sb.clusters_per_group)
+    group_free = []
     for d in descs:
+        group_bitmap = _group_bitmap(win, sb, d, meta.get(d.group, []))
+        group_free.append(_group_free(sb, d, group_bitmap))
+        bitmap.append(group_bitmap)
+    require_owned_used(win, sb, descs, bitmap)
+    free: list[Range] = []
+    for d, runs in zip(descs, group_free, strict=True):
         g_first = layout.group_first_block(sb, d.group)
-        for first, count in _group_free(win, sb, d, meta.get(d.group, [])):
+        for first, count in runs:
             start = (g_first + first * sb.cluster_ratio) * sb.block_size
             free.append((start, min(start + count * sb.cluster_size, fs_bytes)))
     return FsMap(sb.name, sb.cluster_size, tuple(merge(free)))
