@@ -21,6 +21,7 @@ import vhdlib
 from tests.conftest import require_tool
 from tests.vhdlib.ops.test_resume import run_with_crashes
 from tests.vhdlib.volume import guests
+from tests.vhdlib.volume.test_partitions import ebr_in_logical_disk, gpt_over_backup_disk
 from tests.vhdmend.helpers import run_cli
 from vhdlib import journal, ops
 from vhdlib.errors import (
@@ -514,3 +515,35 @@ def test_cli_info_fs_text(info_disks: dict, name: str) -> None:
     assert "kept whole" not in r.out
     free = human_size(_free_in(truth, EXT_AT, EXT_LEN))
     assert ext.endswith(f"free {free}"), (ext, free)
+
+
+# --- the partition table's own sectors inside a file system's free space ---------------
+
+
+@pytest.mark.parametrize("layout", ["ebr", "gpt"])
+def test_convert_keeps_table_sectors_in_a_file_systems_free_space(tmp_path: Path,
+                                                                  layout: str) -> None:
+    """An EBR lying in a logical partition's free blocks, and a backup GPT lying in the
+    free blocks of an ext4 that the primary header lets run to the last LBA: the scan keeps
+    the whole disk, so the EBR and the backup GPT come through byte for byte."""
+    if layout == "ebr":
+        raw, ebr = ebr_in_logical_disk(tmp_path)
+        table = [(ebr * 512, 512)]
+        reason = f"covers the EBR at LBA {ebr}"
+    else:
+        raw = gpt_over_backup_disk(tmp_path)
+        table = [(raw.stat().st_size - 33 * 512, 33 * 512)]  # backup entries and header
+        reason = "GPT headers disagree on the last usable LBA"
+    src = qemu_convert(raw, tmp_path / "src.vhdx", "vhdx", "-o",
+                       "subformat=dynamic,block_size=1M")
+    out = tmp_path / "out.vhdx"
+    args = ("convert", src, out, "--type", "dynamic", "--block-size", "1M", "--reclaim", "fs")
+    plan = run_cli(*args, "--plan")
+    assert plan.code == 0 and reason in plan.out, (plan.out, plan.err)
+    r = run_cli(*args)
+    assert r.code == 0, (r.out, r.err)
+    back = qemu_convert(out, tmp_path / "back.img", "raw", src_fmt="vhdx").read_bytes()
+    want = raw.read_bytes()
+    for at, length in table:
+        assert back[at:at + length] == want[at:at + length]
+    assert back == want  # the whole disk was kept
