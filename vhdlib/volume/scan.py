@@ -8,6 +8,8 @@ outside partitions are never free.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import struct
 from collections.abc import Callable
 
 from vhdlib.volume import partitions, signatures
@@ -17,6 +19,16 @@ from vhdlib.volume.fsmap import FsMap
 from vhdlib.volume.ntfs import volume as ntfs
 from vhdlib.volume.report import PartitionReport, VolumeMap
 from vhdlib.volume.source import Readable, Window
+
+log = logging.getLogger(__name__)
+
+#: What a reader's unchecked decode raises on bytes it did not bound first (a short buffer
+#: to ``struct.unpack_from``, an index past a value). Each is a missing check, so a bug to
+#: fix, but the bytes were damaged all the same: the partition is kept whole (the library
+#: boundary translates them, see STYLE.md) and the traceback is logged so it stays visible.
+#: The reason carries DAMAGED_STRUCTURE, which the fuzz tests refuse to see.
+UNCHECKED_ERRORS = (struct.error, IndexError, ValueError)
+DAMAGED_STRUCTURE = "damaged structure"
 
 #: (name, cheap probe, reader) of each file system read; the first probe that accepts wins.
 READERS: tuple[tuple[str, Callable[[Window], bool], Callable[[Window], FsMap]], ...] = (
@@ -59,6 +71,12 @@ def _read_partition(disk: Readable, part: partitions.Partition) -> PartitionRepo
             raise UnsupportedVolumeError(f"file system not read: {_identify(win)}")
     except KEEP_ERRORS as e:
         return _replace(base, file_system=fs_name, kept=e.message)
+    except UNCHECKED_ERRORS as e:
+        what = fs_name or "volume signatures"  # before a probe accepted: the signature checks
+        log.error("partition %d: %s: unchecked structure, kept whole", part.number, what,
+                  exc_info=True)
+        return _replace(base, file_system=fs_name,
+                        kept=f"{what}: {DAMAGED_STRUCTURE} ({type(e).__name__}: {e})")
     shifted = tuple((part.start + s, part.start + e) for s, e in fsmap.free)
     return _replace(base, file_system=fsmap.file_system, cluster_size=fsmap.cluster_size,
                     free_ranges=shifted)

@@ -3,6 +3,9 @@ qemu-img, and real images from other projects."""
 
 from __future__ import annotations
 
+import importlib
+import logging
+import struct
 import subprocess
 from pathlib import Path
 
@@ -12,8 +15,12 @@ import vhdlib
 from tests.conftest import require_tool
 from tests.vhdlib.volume import guests
 from vhdlib.volume import FileDisk, scan
+from vhdlib.volume.fsmap import FsMap
+from vhdlib.volume.ntfs import volume as ntfs
 
 MiB = guests.MiB
+# The module, not the function vhdlib.volume re-exports under the same name.
+scan_module = importlib.import_module("vhdlib.volume.scan")
 NTFS_AT, NTFS_LEN = 1 * MiB, 40 * MiB
 EXT_AT, EXT_LEN = 42 * MiB, 32 * MiB  # 1 MiB gap after the NTFS partition
 SIZE = 80 * MiB
@@ -125,3 +132,28 @@ def test_real_images_kept_whole(real_image, name: str, reason: str) -> None:
         vmap = scan(disk)
     assert vmap.free_ranges == []
     assert all(p.kept and reason in p.kept for p in vmap.partitions), vmap.partitions
+
+
+@pytest.mark.parametrize("error", [struct.error("unpack_from requires a buffer of at least "
+                                                "20 bytes"), IndexError("index out of range"),
+                                   ValueError("bad value")])
+def test_unchecked_reader_error_keeps_the_partition_and_is_logged(
+        guest: dict, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        error: Exception) -> None:
+    """A decode the reader did not bound first (a parser bug on damaged bytes) keeps the
+    partition whole, names the file system, and logs the traceback; the other partition
+    is still read."""
+    def broken(_win: object) -> FsMap:
+        raise error
+
+    monkeypatch.setattr(scan_module, "READERS", (
+        ("ntfs", ntfs.probe, broken), *scan_module.READERS[1:]))
+    with caplog.at_level(logging.ERROR, logger="vhdlib.volume.scan"), \
+            FileDisk(guest["disk"]) as disk:  # type: ignore[arg-type]
+        first, second = scan(disk).partitions
+    assert first.kept == f"ntfs: damaged structure ({type(error).__name__}: {error})"
+    assert first.free_ranges == ()
+    assert second.kept is None and second.free_ranges
+    (logged,) = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert logged.exc_info is not None and logged.exc_info[1] is error
+    assert "partition 1: ntfs: unchecked structure" in logged.getMessage()

@@ -14,6 +14,8 @@ from vhdlib.volume.ntfs.record import apply_fixups
 
 RESTART_VOLUME_IS_CLEAN = 0x0002  # RESTART_AREA.flags
 LOGFILE_NO_CLIENT = 0xFFFF
+MIN_PAGE = 512  # the smallest restart page (system page size) page_size accepts
+_PAGE_SIZE_AT = 0x10  # RESTART_PAGE_HEADER.system_page_size
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ def page_size(head: bytes) -> int:
     """The restart page size the first header names (a power of two, 512..64 KiB)."""
     if head[:4] not in (b"RSTR", b"CHKD"):
         raise VolumeStructureError("$LogFile has no restart page")
-    (size,) = struct.unpack_from("<I", head, 0x10)
-    if size < 512 or size > 65536 or size & (size - 1):
+    if len(head) < _PAGE_SIZE_AT + 4:
+        raise VolumeStructureError(f"$LogFile restart page header cut at {len(head)} bytes")
+    (size,) = struct.unpack_from("<I", head, _PAGE_SIZE_AT)
+    if size < MIN_PAGE or size > 65536 or size & (size - 1):
         raise VolumeStructureError(f"$LogFile system page size {size}")
     return size
 
@@ -56,6 +60,11 @@ def page_size(head: bytes) -> int:
 def check_clean(read: Callable[[int, int], bytes], length: int) -> None:
     """Refuse unless the log is empty (all 0xFF, as mkntfs and ntfs-3g leave it) or its most
     recent restart area is clean. ``read(offset, size)`` reads the $LogFile's data."""
+    # ntfs-3g ntfs_check_logfile: a log too small for its two restart pages is damaged
+    # (checked before any header is decoded; the smallest pages bound it from below).
+    if length < 2 * MIN_PAGE:
+        raise VolumeStructureError(f"$LogFile of {length} bytes is smaller than its two "
+                                   "restart pages")
     head = read(0, min(length, 4096))
     if head.count(0xFF) == len(head):
         return

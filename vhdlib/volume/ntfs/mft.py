@@ -15,6 +15,9 @@ from vhdlib.volume.ntfs.runlist import Run
 from vhdlib.volume.source import Window
 
 MAX_SEGMENTS = 4096  # bound an attribute list's fan-out
+#: A cap on the memory a non-resident $ATTRIBUTE_LIST may take: 4 MiB holds over 7,000
+#: entries of the longest kind (0x1A bytes and a 255-character name); more keeps whole.
+MAX_ATTRLIST_BYTES = 4 * 1024 * 1024
 
 
 def read_runs(win: Window, runs: tuple[Run, ...] | list[Run], cluster_size: int, offset: int,
@@ -61,6 +64,10 @@ class Mft:
         self.count = base[0].initialized_size // size
         self._records[0] = rec0
         self.data = r.plain(self._gather(rec0, r.AT_DATA, "", "$MFT"), "$MFT")
+        # A sparse run would read as zeros (no records) yet count towards the records a
+        # walk visits: the $MFT is never sparse, so its size is bounded by the volume.
+        if any(run.lcn is None for run in self.data.runs):
+            raise VolumeStructureError("$MFT has a sparse run")
         self.runs = self.data.runs
         self.count = self.data.initialized_size // size
 
@@ -118,11 +125,17 @@ class Mft:
                 raise LookupError(what)
             if len(found) != 1:
                 raise VolumeStructureError(f"{what}: {len(found)} copies in one record")
-            return found[0]
+            return self._sized(found[0], what)
         if len(lists) != 1:
             raise VolumeStructureError(f"record {rec.number}: several attribute lists")
-        value = self.read_value(lists[0]) if lists[0].resident else read_runs(
-            self.win, lists[0].runs, self.boot.cluster_size, 0, lists[0].data_size)
+        alist = self._sized(lists[0], f"attribute list of record {rec.number}")
+        if not alist.resident and (alist.data_size > MAX_ATTRLIST_BYTES or any(
+                run.lcn is None for run in alist.runs)):
+            # Sparse runs read as zeros, which hold no entry: only a damaged list has them.
+            raise VolumeStructureError(f"attribute list of record {rec.number}: "
+                                       f"{alist.data_size} bytes or sparse")
+        value = self.read_value(alist) if alist.resident else read_runs(
+            self.win, alist.runs, self.boot.cluster_size, 0, alist.data_size)
         wanted = [e for e in AttrListEntry.parse_all(value) if e.type == atype and e.name == name]
         if not wanted:
             raise LookupError(what)
@@ -142,7 +155,31 @@ class Mft:
             segments.append(match[0])
             if rec.number == 0 and atype == r.AT_DATA and not match[0].resident:
                 self.runs = tuple(run for seg in segments for run in seg.runs)
-        return _join(segments, what)
+        return self._sized(_join(segments, what), what)
+
+    def _sized(self, attr: r.Attribute, what: str) -> r.Attribute:
+        """``attr`` (all its segments joined) once its sizes agree with its runs.
+
+        libfsntfs "MFT attribute": the first segment carries the sizes, initialized <=
+        data <= allocated, and the allocated size is what the runs map, a whole number of
+        clusters; ntfs-3g (``ntfs_attr_map_whole_runlist``) refuses an attribute whose last
+        segment's highest VCN is not ``allocated_size / cluster_size - 1``. Each non-sparse
+        run maps clusters of the volume, so together they map at most its cluster count
+        (more means runs overlap). Any loop over an attribute's bytes is thereby bounded
+        by its runs, and, for a non-sparse attribute, by the volume.
+        """
+        if attr.resident:
+            return attr
+        mapped = (attr.last_vcn + 1) * self.boot.cluster_size
+        if attr.allocated_size != mapped or not (
+                attr.initialized_size <= attr.data_size <= attr.allocated_size):
+            raise VolumeStructureError(
+                f"{what}: sizes {attr.initialized_size}/{attr.data_size}/"
+                f"{attr.allocated_size} disagree with its runs ({mapped} bytes)")
+        if sum(run.length for run in attr.runs if run.lcn is not None) > (
+                self.boot.total_clusters):
+            raise VolumeStructureError(f"{what}: runs map more clusters than the volume has")
+        return attr
 
 
 def _join(segments: list[r.Attribute], what: str) -> r.Attribute:

@@ -38,6 +38,8 @@ def apply_fixups(raw: bytes, signature: bytes, what: str) -> bytes:
     """Check ``signature`` and the update sequence; return the bytes with fixups applied."""
     if raw[:4] != signature:
         raise VolumeStructureError(f"{what}: no {signature.decode()} signature")
+    if len(raw) < FIXUP_STRIDE:
+        raise VolumeStructureError(f"{what}: {len(raw)} bytes, less than one stride")
     usa_ofs, usa_count = struct.unpack_from("<HH", raw, 4)
     strides = len(raw) // FIXUP_STRIDE
     if usa_count != strides + 1 or usa_ofs < 8 or usa_ofs + 2 * usa_count > len(raw) or (

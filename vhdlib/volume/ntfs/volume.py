@@ -9,7 +9,7 @@ holds a hibernation image (hibernation or Fast Startup), when ``$MFTMirr`` disag
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from vhdlib.volume.errors import UnsupportedVolumeError, VolumeStateRefusal, VolumeStructureError
 from vhdlib.volume.fsmap import FsMap
@@ -85,11 +85,20 @@ def _check_hibernation(mft: Mft) -> None:
     alloc = mft.attribute(root, r.AT_INDEX_ALLOCATION, "$I30")
     if alloc is not None:
         bs = _index_block_size(roots[0].value)
+        # An index is never sparse (a sparse block reads as zeros, no INDX); with the sizes
+        # checked against the runs when gathered, the block count is bounded by the volume.
+        if any(run.lcn is None for run in alloc.runs):
+            raise VolumeStructureError("root directory's $I30 index allocation is sparse")
+        blocks = alloc.data_size // bs
         bitmap = mft.attribute(root, r.AT_BITMAP_ATTR, "$I30")
-        used = mft.read_value(bitmap) if bitmap is not None else b""
-        for i in range(alloc.data_size // bs):
-            if not (i >> 3 < len(used) and used[i >> 3] >> (i & 7) & 1):
-                continue  # a free index block: stale entries are not listed
+        # libfsntfs "Index": the $BITMAP has one bit per index block; a short one would
+        # leave blocks unread (a hiberfil.sys unseen).
+        need = -(-blocks // 8)
+        if bitmap is None or bitmap.data_size < need:
+            raise VolumeStructureError("root directory's $I30 bitmap does not cover its "
+                                       f"{blocks} index blocks")
+        used = mft.read_value(bitmap, need)
+        for i in _set_bits(used, blocks):  # a free block's stale entries are not listed
             raw = read_runs(mft.win, alloc.runs, mft.boot.cluster_size, i * bs, bs)
             found += [n for n, fn in index.block_entries(raw, i)
                       if fn.name.lower() == "hiberfil.sys"]
@@ -106,6 +115,15 @@ def _check_hibernation(mft: Mft) -> None:
                                      "volume (hiberfil.sys in use)")
         if head[:4].lower() not in _HIBER_RESUMED and any(head):
             raise VolumeStateRefusal("hiberfil.sys holds an unknown header")
+
+
+def _set_bits(bitmap: bytes, count: int) -> Iterator[int]:
+    """The set bits among the first ``count`` of ``bitmap``; zero bytes are skipped whole."""
+    for byte_at, byte in enumerate(bitmap):
+        if byte:
+            for bit in range(8):
+                if byte >> bit & 1 and byte_at * 8 + bit < count:
+                    yield byte_at * 8 + bit
 
 
 def _index_block_size(value: bytes) -> int:
