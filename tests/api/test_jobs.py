@@ -273,19 +273,61 @@ def test_an_unknown_reclaim_mode_is_422_naming_the_field(client, url, body):
     assert list(resp.json["errors"]["options"]) == ["reclaim"]
 
 
-def test_reclaim_reaches_ops_prepare(client, store, tmp_path, monkeypatch):
-    """Over HTTP, then the job's execution in-process (the worker's JobRun on the same
-    store) with vhdlib's real engine: ``reclaim`` arrives in ``ops.prepare`` and its plan
-    is the file-system one."""
-    from tests.chains import create
+@pytest.fixture(scope="module")
+def ext4_disk(tmp_path_factory):
+    """A 16 MiB dynamic VHD (qemu-img) holding ext4 at sector 0 (mke2fs over stale bytes),
+    whose guest deleted an 8 MiB file: free blocks full of junk for --reclaim fs."""
+    import subprocess
+
+    from tests.conftest import require_tool
+    from tests.vhdlib.volume import guests
+
+    require_tool("qemu-img")
+    tmp = tmp_path_factory.mktemp("api-reclaim")
+    src = guests.files(tmp / "src", {"keep": guests.MiB + 7, "gone": 8 * guests.MiB})
+    raw = tmp / "disk.img"
+    guests.stale(raw, 16 * guests.MiB, seed=3)
+    guests.mke2fs(raw, "-t", "ext4", src=src)
+    guests.debugfs_w(raw, "rm gone")
+    vhd = tmp / "disk.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o",
+                    "subformat=dynamic", str(raw), str(vhd)], check=True)
+    return vhd
+
+
+def _cli_and_ops_figures(disk, tmp_path):
+    """What ``vhdmend compact --reclaim fs --plan --json`` and an in-process
+    ``ops.prepare(...).run()`` report for copies of ``disk``."""
+    import shutil
+    import subprocess
+    import sys
+
     from vhdlib import ops
-    from vhdlib.layer import DiskType
+
+    cli_copy, ops_copy = tmp_path / "cli.vhd", tmp_path / "ops.vhd"
+    shutil.copyfile(disk, cli_copy)
+    shutil.copyfile(disk, ops_copy)
+    out = subprocess.run([sys.executable, "-m", "vhdmend", "compact", "--reclaim", "fs",
+                          "--plan", "--json", str(cli_copy)], check=True,
+                         capture_output=True).stdout
+    op = ops.prepare("compact", str(ops_copy), reclaim="fs")
+    return json.loads(out), op.plan.details["reclaim"], op.run()
+
+
+def test_reclaim_reaches_ops_prepare(client, store, tmp_path, monkeypatch, ext4_disk):
+    """Over HTTP, then the job's execution in-process (the worker's JobRun on the same
+    store) with vhdlib's real engine: ``reclaim`` arrives in ``ops.prepare``, its plan is
+    the file-system one, and the job drops what the CLI and ops drop on the same disk."""
+    import os
+    import shutil
+
+    from vhdlib import ops
     from workers import tasks
 
+    cli_plan, ops_reclaim, ops_result = _cli_and_ops_figures(ext4_disk, tmp_path)
     (tmp_path / "vm1").mkdir()
-    with create("vhd", tmp_path / "vm1" / "disk.vhd", 8 << 20, DiskType.DYNAMIC) as layer:
-        layer.write(0, b"\x01" * 4096)
-        layer.flush()
+    disk = tmp_path / "vm1" / "disk.vhd"
+    shutil.copyfile(ext4_disk, disk)
     seen: list[dict] = []
     real = ops.prepare
 
@@ -304,4 +346,14 @@ def test_reclaim_reaches_ops_prepare(client, store, tmp_path, monkeypatch):
     job = client.get(f"/v1/jobs/{job_id}", headers=auth()).json
     assert job["state"] == "succeeded"
     reclaim = job["plan"]["details"]["reclaim"]
-    assert reclaim["mode"] == "fs" and reclaim["dropped_bytes"] == 0  # no file system here
+    assert reclaim["mode"] == "fs"
+    assert [p["file_system"] for p in reclaim["partitions"]] == ["ext4"]
+    # The deleted 8 MiB file's whole 2 MiB blocks (at least 3 of them) are dropped ...
+    assert reclaim["dropped_bytes"] >= 3 * (2 << 20)
+    # ... the same figure as the CLI's dry run and as ops on the same disk.
+    assert reclaim["dropped_bytes"] == cli_plan["details"]["reclaim"]["dropped_bytes"]
+    assert reclaim == ops_reclaim
+    result = job["result"]
+    assert result["dropped_blocks"] == ops_result["dropped_blocks"]
+    assert result["file_size"] == ops_result["file_size"] == os.path.getsize(disk)
+    assert result["file_size"] < os.path.getsize(ext4_disk) - reclaim["dropped_bytes"] // 2

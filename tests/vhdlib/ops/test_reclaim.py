@@ -31,6 +31,7 @@ from vhdlib.errors import (
     UsageError,
     VhdlibError,
 )
+from vhdlib.extents import SegmentState
 from vhdlib.formats import open_layer
 from vhdlib.layer import BlockStore
 from vhdmend.sizes import human_size
@@ -175,27 +176,84 @@ def _child_with(base: Path, after: Path, child: Path) -> None:
         layer.flush()
 
 
-def test_remediate_a_chain_reclaims_what_the_newest_guest_freed(guest: dict,
-                                                                tmp_path: Path) -> None:
+CHILD = {"vhd": "child.vhd", "vhdx": "child.avhdx"}
+
+
+@pytest.fixture(scope="module")
+def chains(guest: dict) -> dict[str, dict]:
+    """fmt -> a chain (a dynamic base by qemu-img, a differencing child by vhdmend) whose
+    child holds the newest guest's view: ``newest`` (the child), ``view`` (what it reads),
+    ``freed`` (blocks the base's guest used, the newest guest freed and the child leaves to
+    the base) and ``stale`` (a block free in both guests that the child wrote junk into,
+    as a temp file written and deleted in the snapshot leaves it)."""
+    newly = sorted(wholly_free_blocks(guest["truth_after"], MiB)
+                   - wholly_free_blocks(guest["truth_before"], MiB))
+    # A block free in both views, inside ext4 (the guests' partitions end at 77 MiB).
+    stale = max(wholly_free_blocks(guest["truth_after"], MiB)
+                & wholly_free_blocks(guest["truth_before"], MiB))
+    junk = random.Random(5).randbytes(256 << 10)
+    view = bytearray(guest["after"].read_bytes())
+    view[stale * MiB + (64 << 10):stale * MiB + (320 << 10)] = junk
+    out: dict[str, dict] = {}
+    for fmt in ("vhd", "vhdx"):
+        folder = guest["tmp"] / f"chain-{fmt}"
+        folder.mkdir()
+        raw = folder / "base.img"
+        raw.write_bytes(guest["before"].read_bytes())
+        base = qemu_convert(raw, folder / f"base.{fmt}", {"vhd": "vpc"}.get(fmt, fmt),
+                            "-o", "subformat=dynamic")
+        child = folder / CHILD[fmt]
+        _child_with(base, guest["after"], child)
+        with open_layer(str(child), writable=True) as layer:
+            layer.write(stale * MiB + (64 << 10), junk)
+            layer.flush()
+        out[fmt] = {"newest": child, "view": bytes(view), "freed": newly, "stale": stale}
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["vhd", "vhdx"])
+def test_remediate_a_chain_reclaims_what_the_newest_guest_freed(guest: dict, chains: dict,
+                                                                tmp_path: Path,
+                                                                fmt: str) -> None:
     """The base still holds the file the child's guest deleted: remediate reads the
     newest view, so those blocks go too, and the new file written in the child stays."""
-    base_raw = tmp_path / "base.img"
-    base_raw.write_bytes(guest["before"].read_bytes())
-    base = qemu_convert(base_raw, tmp_path / "base.vhd", "vpc", "-o", "subformat=dynamic")
-    child = tmp_path / "child.vhd"
-    _child_with(base, guest["after"], child)
-    with vhdlib.open(str(child)) as disk:
-        assert disk.read(0, SIZE) == guest["after"].read_bytes()
+    chain = chains[fmt]
+    with vhdlib.open(str(chain["newest"])) as disk:
+        assert disk.read(0, SIZE) == chain["view"]
     out = tmp_path / "new.vhdx"
-    ops.prepare("remediate", str(child), str(out), type="dynamic", reclaim="fs",
+    ops.prepare("remediate", str(chain["newest"]), str(out), type="dynamic", reclaim="fs",
                 block_size=MiB, **IDS).run()
     check_result(out, "vhdx", guest["after"], guest["truth_after"], MiB, guest)
     assert guests.run("ntfscat", out.parent / "new.vhdx.parts" / "ntfs.img", "new") == (
         guest["src"] / "new").read_bytes()
     # What the base's guest still used but the newest guest freed is reclaimed.
-    newly = (wholly_free_blocks(guest["truth_after"], MiB)
-             - wholly_free_blocks(guest["truth_before"], MiB))
-    assert len(newly) >= 4  # the 6 MiB file
+    assert len(chain["freed"]) >= 4  # the 6 MiB file
+
+
+@pytest.mark.parametrize("kind", ["remediate", "convert"])
+@pytest.mark.parametrize("fmt", ["vhd", "vhdx"])
+def test_a_block_the_child_freed_reads_zeros_never_the_parents_data(
+        guest: dict, chains: dict, tmp_path: Path, fmt: str, kind: str) -> None:
+    # Given a chain whose child's guest freed blocks the base holds data in (the child
+    # defines none of their sectors, so the chain reads the base's bytes there), and a
+    # free block the child itself wrote junk into
+    chain = chains[fmt]
+    freed, stale, view = chain["freed"], chain["stale"], chain["view"]
+    with open_layer(str(chain["newest"])) as layer:
+        for b in freed:
+            assert {s.state for s in layer.segments(b * MiB, MiB)} == {SegmentState.ABSENT}
+        assert SegmentState.PRESENT in {s.state for s in layer.segments(stale * MiB, MiB)}
+    for b in [*freed, stale]:
+        assert view[b * MiB:(b + 1) * MiB].count(0) < MiB // 2, b  # not zeros to begin with
+    # When the chain is remediated or converted with --reclaim fs to a dynamic VHDX
+    out = tmp_path / "out.vhdx"
+    ops.prepare(kind, str(chain["newest"]), str(out), type="dynamic", reclaim="fs",
+                block_size=MiB, **IDS).run()
+    # Then those blocks are unallocated and read zeros, everything else is the newest view
+    check_result(out, "vhdx", guest["after"], guest["truth_after"], MiB, guest)
+    with vhdlib.open(str(out)) as disk:
+        for b in [*freed, stale]:
+            assert disk.read(b * MiB, MiB) == bytes(MiB), b
 
 
 @pytest.mark.parametrize(("fmt", "opts", "block"), [
@@ -216,14 +274,17 @@ def test_compact_in_place(guest: dict, tmp_path: Path, fmt: str, opts: str,
     check_result(path, fmt, guest["before"], guest["truth_before"], block, guest)
 
 
-def test_compact_refuses_a_differencing_disk(guest: dict, tmp_path: Path) -> None:
-    base = qemu_convert(guest["before"], tmp_path / "base.vhd", "vpc", "-o",
-                        "subformat=dynamic")
-    child = tmp_path / "child.vhd"
+@pytest.mark.parametrize("fmt", ["vhd", "vhdx"])
+def test_compact_refuses_a_differencing_disk(guest: dict, tmp_path: Path, fmt: str) -> None:
+    base = qemu_convert(guest["before"], tmp_path / f"base.{fmt}",
+                        {"vhd": "vpc"}.get(fmt, fmt), "-o", "subformat=dynamic")
+    child = tmp_path / CHILD[fmt]
     subprocess.run([sys.executable, "-m", "vhdmend", "create", str(child), "--type",
                     "differencing", "--parent", str(base)], check=True, capture_output=True)
+    before = child.read_bytes()
     with pytest.raises(UsageError, match="parent's data"):
         ops.prepare("compact", str(child), reclaim="fs")
+    assert child.read_bytes() == before and not os.path.exists(f"{child}.vhdmend.json")
     # ... and the base, which the child depends on.
     with pytest.raises(DependentChildrenError):
         ops.prepare("compact", str(base), reclaim="fs")
