@@ -99,3 +99,17 @@ def test_checked_copy_of_a_created_differencing_disk(tmp_path):
     assert _codes(tmp_path / "child.avhdx") == []
     shutil.copyfile(tmp_path / "child.avhdx", tmp_path / "copy.avhdx")
     assert _codes(tmp_path / "copy.avhdx") == []
+
+
+def test_block_store_droppable_reads_the_whole_block(tmp_path):
+    """A block is droppable only when every byte of it is zero: data in the last byte of
+    a second 8 MiB read counts as much as in the first."""
+    path = tmp_path / "z.vhdx"
+    with vhdx.create(str(path), 64 * MiB, "dynamic", block_size=16 * MiB) as lay:
+        lay.write(0, bytes(16 * MiB))                  # block 0: allocated, all zero
+        lay.write(32 * MiB - 512, bytes(511) + b"\x01")  # block 1: one byte at its end
+        lay.write(32 * MiB, b"\x02" + bytes(4095))     # block 2: data in its first byte
+    with open_layer(str(path)) as lay:
+        bs = lay.block_store()
+        assert bs is not None
+        assert [bs.droppable(i) for i in range(4)] == [True, False, False, True]
