@@ -9,7 +9,7 @@ holds a hibernation image (hibernation or Fast Startup), when ``$MFTMirr`` disag
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from vhdlib.volume.errors import UnsupportedVolumeError, VolumeStateRefusal, VolumeStructureError
 from vhdlib.volume.fsmap import FsMap
@@ -18,7 +18,7 @@ from vhdlib.volume.ntfs import record as r
 from vhdlib.volume.ntfs.boot import OEM_BITLOCKER, OEM_NTFS, BootSector
 from vhdlib.volume.ntfs.logfile import check_clean
 from vhdlib.volume.ntfs.mft import Mft, read_runs
-from vhdlib.volume.ranges import Range, clear_runs
+from vhdlib.volume.ranges import Range, clear_runs, first_clear
 from vhdlib.volume.source import Window
 
 MFT, MFTMIRR, LOGFILE, VOLUME, ROOT, BITMAP, BOOT = 0, 1, 2, 3, 5, 6, 7
@@ -134,22 +134,13 @@ def _index_block_size(value: bytes) -> int:
 
 
 def _require_used(bitmap: bytes, runs: list[Range], what: str) -> None:
-    """Every cluster of ``runs`` must be marked used in ``bitmap``; whole bytes are
-    compared at once (a file of gigabytes has millions of clusters)."""
+    """Every cluster of ``runs`` must be marked used in ``bitmap`` (bits past its end read
+    as free): :func:`~vhdlib.volume.ranges.first_clear` tests a run's bits at once (a
+    file of gigabytes has millions of clusters)."""
     for lcn, length in runs:
-        end = lcn + length
-        lo, hi = -(-lcn // 8), end // 8  # the bytes wholly inside the run
-        if lo < hi:
-            whole = bitmap[lo:hi]
-            if len(whole) != hi - lo or whole.count(0xFF) != hi - lo:
-                raise VolumeStructureError(f"$Bitmap marks clusters of {what} free "
-                                           f"(around cluster {lcn})")
-            edges: Iterable[int] = (*range(lcn, lo * 8), *range(hi * 8, end))
-        else:
-            edges = range(lcn, end)
-        for c in edges:
-            if c >> 3 >= len(bitmap) or not bitmap[c >> 3] >> (c & 7) & 1:
-                raise VolumeStructureError(f"$Bitmap marks cluster {c} of {what} free")
+        clear = first_clear(bitmap, lcn, length)
+        if clear is not None:
+            raise VolumeStructureError(f"$Bitmap marks cluster {clear} of {what} free")
 
 
 def _require_files_used(mft: Mft, bitmap: bytes) -> None:
