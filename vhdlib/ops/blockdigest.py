@@ -25,6 +25,15 @@ def group_size(block_size: int) -> int:
     return max(1, WINDOW // block_size)
 
 
+def group_ended(index: int, block_size: int, block_count: int) -> int | None:
+    """The group block ``index`` is the last of (a full group, or the disk's last), else
+    None: where a group's running digest is complete."""
+    per = group_size(block_size)
+    if (index + 1) % per == 0 or index + 1 == block_count:
+        return index // per
+    return None
+
+
 def fold_block(disk: Disk, index: int, block_size: int, crc: int,
                buf: bytearray) -> tuple[int, bool]:
     """``crc`` with block ``index``'s non-zero pieces folded in, and whether the block

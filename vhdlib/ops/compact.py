@@ -327,9 +327,8 @@ class CompactOperation(Operation[CompactState]):
     def _end_group(self, i: int) -> None:
         """After block ``i`` (drop phase): keep its group's digest once the group is done."""
         assert self.store is not None
-        if self._fs_mode and ((i + 1) % blockdigest.group_size(self.store.block_size) == 0
-                              or i + 1 == self.store.block_count):
-            group = i // blockdigest.group_size(self.store.block_size)
+        group = blockdigest.group_ended(i, self.store.block_size, self.store.block_count)
+        if self._fs_mode and group is not None:
             self.update(digests={**self.state.digests, str(group): int(self.state.crc)},
                         crc=0)
 
@@ -355,8 +354,8 @@ class CompactOperation(Operation[CompactState]):
             if store.slot_offset(i) is not None:
                 spent += store.block_size
                 self.add_done(store.block_size)
-            if (i + 1) % per == 0 or i + 1 == store.block_count:
-                group = i // per
+            group = blockdigest.group_ended(i, store.block_size, store.block_count)
+            if group is not None:
                 want = self.state.digests.get(str(group))
                 if want != crc:
                     before = "none" if want is None else f"{want:08x}"
